@@ -1,0 +1,55 @@
+"""qmlops_jupyter: quantum machine-learning operations for Jupyter.
+
+One persistent job ledger for every quantum backend, advanced by a long-lived engine::
+
+    import qmlops_jupyter as q
+    job = q.submit(circuit, backend="aer", shots=1024, wait=True)
+    job.result().counts
+
+Heavy SDKs (qiskit, aer, sqlalchemy) are imported on first use, so importing this package
+stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+
+if TYPE_CHECKING:
+    from .client import Client, Job, get_client, get_job, jobs, reset_client, submit
+    from .states import JobState
+
+__all__ = [
+    "Client",
+    "Job",
+    "JobState",
+    "__version__",
+    "get_client",
+    "get_job",
+    "jobs",
+    "reset_client",
+    "submit",
+]
+
+_LAZY = {
+    "Client": "client",
+    "Job": "client",
+    "get_client": "client",
+    "get_job": "client",
+    "jobs": "client",
+    "reset_client": "client",
+    "submit": "client",
+    "JobState": "states",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'qmlops_jupyter' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value

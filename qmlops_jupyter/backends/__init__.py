@@ -1,0 +1,76 @@
+"""Backends are plugins in the entry-point group ``qmlops_jupyter.backends``.
+
+A name like ``aer`` picks the plugin registered as ``aer``; ``ibm:fake_manila`` picks plugin
+``ibm`` with device ``fake_manila``. Limits come from ``backends.yaml`` (the full name first,
+then the plugin's name).
+"""
+
+from __future__ import annotations
+
+import threading
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING
+
+from ..errors import MissingBackendDependency, UnknownBackend
+
+if TYPE_CHECKING:
+    from ..config import BackendsFile
+    from .base import Backend
+
+GROUP = "qmlops_jupyter.backends"
+
+
+class BackendRegistry:
+    """Finds backend classes (entry points, or registered in code) and builds configured
+    instances, one per name."""
+
+    def __init__(self, backends_file: BackendsFile) -> None:
+        self.backends_file = backends_file
+        self._classes: dict[str, type[Backend]] = {}
+        self._instances: dict[str, Backend] = {}
+        self._lock = threading.Lock()
+
+    def register(self, plugin: str, cls: type[Backend]) -> None:
+        """Add a backend class by hand (tests, notebooks); entry points need no call."""
+        self._classes[plugin] = cls
+        self._instances = {k: v for k, v in self._instances.items()
+                           if k.split(":", 1)[0] != plugin}
+
+    def plugin_names(self) -> list[str]:
+        names = {ep.name for ep in entry_points(group=GROUP)} | set(self._classes)
+        return sorted(names)
+
+    def configured_names(self) -> list[str]:
+        """Backends to list: every plugin, and every name in backends.yaml."""
+        return sorted(set(self.plugin_names()) | set(self.backends_file.backends))
+
+    def get(self, name: str) -> Backend:
+        name = (name or "").strip()
+        with self._lock:
+            backend = self._instances.get(name)
+            if backend is None:
+                backend = self._build(name)
+                self._instances[name] = backend
+            return backend
+
+    def _build(self, name: str) -> Backend:
+        plugin, _, device = name.partition(":")
+        cls = self._classes.get(plugin) or self._load(plugin, name)
+        config = self.backends_file.backends.get(name) or self.backends_file.backends.get(plugin)
+        backend = cls(name, config) if not device else cls(name, config, device=device)  # type: ignore[call-arg]
+        return backend
+
+    def _load(self, plugin: str, name: str) -> type[Backend]:
+        matches = [ep for ep in entry_points(group=GROUP) if ep.name == plugin]
+        if not matches:
+            known = ", ".join(self.plugin_names()) or "none"
+            raise UnknownBackend(f"unknown backend {name!r}; known backends: {known}")
+        try:
+            cls = matches[0].load()
+        except ImportError as exc:
+            raise MissingBackendDependency(
+                f"backend {plugin!r} needs a package that is not installed ({exc.name}); "
+                f"install it with: pip install 'qmlops-jupyter[{plugin}]'"
+            ) from None
+        self._classes[plugin] = cls
+        return cls

@@ -1,0 +1,193 @@
+"""The backend plugin interface.
+
+An adapter subclasses :class:`Backend` and writes ``submit`` (and ``attach`` if the provider can
+find a job again by its id); its handle subclasses :class:`JobHandle` (``status``, ``result``,
+``cancel``). Everything else (checking limits before anything is sent, persistence, events,
+retries, recovery) is done around them by this base class and the engine.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ..config import BackendConfig
+from ..errors import CircuitTooLarge, InvalidRequest
+from ..models import BackendInfo, CircuitInfo
+
+if TYPE_CHECKING:
+    from qiskit import QuantumCircuit
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do, as data; checked before anything is sent."""
+
+    provider: str
+    simulator: bool
+    #: Runs inside this machine's processes (no provider queue, nothing to re-attach to).
+    local: bool
+    max_qubits: int | None
+    native_gates: tuple[str, ...] = ()
+    supports_reattach: bool = False
+    supports_cancel: bool = True
+    #: State-vector simulation needs 16 * 2**n bytes of memory; checked against this machine.
+    statevector_memory: bool = False
+
+
+class ProviderState(StrEnum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    DONE = "DONE"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+@dataclass
+class ProviderStatus:
+    state: ProviderState
+    message: str | None = None
+    queue_position: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ProviderResult:
+    """Counts per circuit, in Qiskit's bit order, plus what the provider says of the run."""
+
+    counts: list[dict[str, int]]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class JobHandle(ABC):
+    """A job at a provider. Rebuildable from ``provider_job_id`` when the backend supports
+    re-attach."""
+
+    provider_job_id: str | None = None
+
+    @abstractmethod
+    def status(self) -> ProviderStatus: ...
+
+    @abstractmethod
+    def result(self, timeout: float | None = None) -> ProviderResult:
+        """Block until the job ends (or ``timeout``) and return its counts."""
+
+    def cancel(self) -> None:  # noqa: B027 - optional: not every provider can cancel
+        """Ask the provider to cancel; best effort."""
+
+
+class Backend(ABC):
+    """Base of every backend adapter. Subclasses set ``provider`` and ``capabilities``."""
+
+    provider: ClassVar[str] = "unknown"
+    description: ClassVar[str] = ""
+
+    def __init__(self, name: str, config: BackendConfig | None = None) -> None:
+        self.name = name
+        self.config = config or BackendConfig()
+
+    # -- what a plugin writes ------------------------------------------------------------------
+
+    @property
+    @abstractmethod
+    def capabilities(self) -> Capabilities: ...
+
+    @abstractmethod
+    def submit(
+        self, circuits: Sequence[QuantumCircuit], shots: int, options: dict[str, Any]
+    ) -> JobHandle:
+        """Send the circuits; return a handle. Raise ProviderError subclasses on failure."""
+
+    def attach(self, provider_job_id: str) -> JobHandle:
+        """Rebuild a handle for a job submitted earlier (maybe by another process)."""
+        raise NotImplementedError(f"backend {self.name} cannot re-attach to jobs")
+
+    def check(self, circuits: Sequence[CircuitInfo], shots: int) -> None:  # noqa: B027
+        """Backend-specific checks; raise InvalidRequest/CircuitTooLarge."""
+
+    # -- done by the base class ----------------------------------------------------------------
+
+    @property
+    def max_qubits(self) -> int | None:
+        limits = [q for q in (self.config.max_qubits, self.capabilities.max_qubits) if q]
+        return min(limits) if limits else None
+
+    def validate(self, circuits: Sequence[CircuitInfo], shots: int) -> None:
+        """Every check that can be made before anything is sent."""
+        if isinstance(shots, bool) or not isinstance(shots, int):
+            raise InvalidRequest(f"shots must be a whole number, not {shots!r}")
+        if shots <= 0:
+            raise InvalidRequest(f"shots must be at least 1, not {shots}")
+        if shots > self.config.max_shots:
+            raise InvalidRequest(
+                f"shots {shots} is over the limit of {self.config.max_shots} for backend "
+                f"{self.name} (max_shots in backends.yaml)"
+            )
+        limit = self.max_qubits
+        for info in circuits:
+            if limit is not None and info.num_qubits > limit:
+                raise CircuitTooLarge(
+                    f"circuit {info.index} has {info.num_qubits} qubits; backend {self.name} "
+                    f"accepts at most {limit}"
+                )
+        if self.capabilities.statevector_memory:
+            self._check_memory(circuits)
+        self.check(circuits, shots)
+
+    def _check_memory(self, circuits: Sequence[CircuitInfo]) -> None:
+        available = available_memory()
+        for info in circuits:
+            if not self.needs_statevector(info):
+                continue
+            needed = 16 * 2**info.num_qubits
+            if needed > available:
+                raise CircuitTooLarge(
+                    f"circuit {info.index} has {info.num_qubits} qubits: state-vector "
+                    f"simulation needs {_human_bytes(needed)} of memory, this machine has "
+                    f"{_human_bytes(available)} available"
+                )
+
+    def needs_statevector(self, info: CircuitInfo) -> bool:
+        """Whether this circuit will be simulated with a full state vector."""
+        return True
+
+    def info(self) -> BackendInfo:
+        caps = self.capabilities
+        return BackendInfo(
+            name=self.name,
+            provider=self.provider,
+            description=self.description,
+            simulator=caps.simulator,
+            local=caps.local,
+            enabled=self.config.enabled,
+            max_qubits=self.max_qubits,
+            max_shots=self.config.max_shots,
+            max_concurrent_jobs=self.config.max_concurrent_jobs,
+            native_gates=list(caps.native_gates),
+            supports_reattach=caps.supports_reattach,
+            supports_cancel=caps.supports_cancel,
+        )
+
+
+def available_memory() -> int:
+    """Bytes of memory this machine can give now (MemAvailable), falling back to total."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"  # pragma: no cover

@@ -1,0 +1,324 @@
+"""The Python API for notebooks, pipelines and the CLI: a thin layer over the core.
+
+>>> import qmlops_jupyter as q
+>>> job = q.submit(bell, backend="aer", shots=1024, wait=True)
+>>> job.result().counts
+[{'00': 517, '11': 507}]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from .config import Settings
+from .errors import BackendUnavailable, JobFailed, WaitTimeout
+from .models import BackendInfo, JobEvent, JobRecord, JobResult
+from .states import JobState
+
+
+class Client:
+    """Everything one process needs: settings, the ledger, the backends, an in-process driver.
+
+    Build one with :func:`get_client` (from the environment) or directly with settings.
+    """
+
+    def __init__(self, settings: Settings | None = None, *, ledger: Any = None,
+                 registry: Any = None, lease_ttl: float = 30.0) -> None:
+        self.settings = settings or Settings.from_env()
+        self._ledger = ledger
+        self._registry = registry
+        self._driver: Any = None
+        self.lease_ttl = lease_ttl
+        self._lock = threading.Lock()
+
+    # -- the parts, built on first use ---------------------------------------------------------
+
+    @property
+    def ledger(self) -> Any:
+        if self._ledger is None:
+            with self._lock:
+                if self._ledger is None:
+                    from .ledger import Ledger
+
+                    if self.settings.database_url.startswith("sqlite"):
+                        self.settings.ensure_home()
+                    self._ledger = Ledger.open(self.settings.database_url)
+        return self._ledger
+
+    @property
+    def registry(self) -> Any:
+        if self._registry is None:
+            with self._lock:
+                if self._registry is None:
+                    from .backends import BackendRegistry
+
+                    self._registry = BackendRegistry(self.settings.backends())
+        return self._registry
+
+    @property
+    def driver(self) -> Any:
+        if self._driver is None:
+            from .engine import Driver
+            from .ledger.store import default_holder
+
+            self._driver = Driver(self.ledger, self.registry, f"client:{default_holder()}",
+                                  lease_ttl=self.lease_ttl)
+        return self._driver
+
+    @property
+    def owner(self) -> str:
+        return self.settings.owner
+
+    # -- jobs ----------------------------------------------------------------------------------
+
+    def submit(
+        self,
+        circuits: Any,
+        backend: str = "aer",
+        shots: int = 1024,
+        name: str | None = None,
+        idempotency_key: str | None = None,
+        wait: bool = False,
+        *,
+        seed: int | None = None,
+        tags: dict[str, str] | None = None,
+        job_timeout: float | None = None,
+        wait_timeout: float | None = None,
+        labels: Sequence[str] | None = None,
+    ) -> Job:
+        """Validate, record and (with ``wait=True``) run a job; return its :class:`Job`.
+
+        Nothing is written unless every check passes. Without ``wait``, an engine host picks the
+        job up; with it, a local simulator runs the job in this process at once, and any backend
+        is advanced here when no engine host is alive.
+        """
+        from .circuits import prepare
+
+        started = time.perf_counter()
+        be = self.registry.get(backend)
+        if not be.config.enabled:
+            raise BackendUnavailable(f"backend {backend!r} is disabled in backends.yaml")
+        prepared = prepare(circuits, labels=labels)
+        be.validate(prepared.infos, shots)
+        options: dict[str, Any] = {}
+        if seed is not None:
+            options["seed"] = int(seed)
+        request_hash = _request_hash(backend, shots, name, options, tags, prepared.fingerprint)
+        timeout = job_timeout if job_timeout is not None else be.config.job_timeout
+        phases = {"validate": time.perf_counter() - started}
+        record, created = self.ledger.create_job(
+            owner=self.owner, backend=backend, shots=shots, prepared=prepared,
+            request_hash=request_hash, actor=f"user:{self.owner}", name=name,
+            idempotency_key=idempotency_key, options=options, tags=tags, timeout=timeout,
+            phases=phases,
+        )
+        job = Job(self, record)
+        if not created:
+            if wait:
+                job.wait(wait_timeout)
+            return job
+        if wait:
+            self._wait(record, wait_timeout, circuits=prepared.circuits)
+            job._record = self.ledger.get_job(record.id)
+        else:
+            self._notify_engines()
+        return job
+
+    def get_job(self, job_id: str) -> Job:
+        return Job(self, self.ledger.get_job(job_id, self.owner))
+
+    def jobs(self, state: str | None = None, backend: str | None = None, limit: int = 50,
+             cursor: str | None = None) -> list[Job]:
+        page = self.ledger.list_jobs(self.owner, state=state, backend=backend, limit=limit,
+                                     cursor=cursor)
+        return [Job(self, r) for r in page.jobs]
+
+    def cancel(self, job_id: str) -> JobRecord:
+        record = self.ledger.request_cancel(job_id, actor=f"user:{self.owner}", owner=self.owner)
+        if record.state is JobState.CANCELLING:
+            self._notify_engines()
+        return record
+
+    def events(self, job_id: str) -> list[JobEvent]:
+        return self.ledger.events(self.ledger.get_job(job_id, self.owner).id)
+
+    def wait(self, job_id: str, timeout: float | None = None) -> JobRecord:
+        """Wait until the job is finished (or needs attention); advance it here when no engine
+        host is alive, or when it is a local simulator job nobody has started."""
+        return self._wait(self.ledger.get_job(job_id, self.owner), timeout)
+
+    def _wait(self, record: JobRecord, timeout: float | None,
+              circuits: Sequence[Any] | None = None) -> JobRecord:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.01
+        backend = self.registry.get(record.backend)
+        local = backend.capabilities.local
+        while True:
+            if record.state.terminal or record.state is JobState.NEEDS_ATTENTION:
+                return record
+            if local or not self.engine_alive():
+                claimed = self.ledger.claim(
+                    self.driver.holder, self.lease_ttl, job_id=record.id,
+                    max_concurrent={record.backend: backend.config.max_concurrent_jobs},
+                )
+                if claimed:
+                    job = claimed[0]
+                    delay = self.driver.advance(job, circuits=circuits, deadline=deadline)
+                    circuits = None
+                    if delay is not None and deadline is not None \
+                            and time.monotonic() >= deadline:
+                        # Let an engine host (or a later wait) carry on from here.
+                        self.ledger.release(self.driver.holder, [job.id])
+                    record = self.ledger.get_job(record.id)
+                    if delay is None or record.state.terminal:
+                        continue
+                    pause = min(max(delay, 0.01), 5.0)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(
+                    f"job {record.id} is still {record.state.value} after {timeout:g} s; "
+                    "it goes on, wait again later"
+                )
+            sleep_for = pause if deadline is None else min(pause, deadline - time.monotonic())
+            time.sleep(max(0.0, sleep_for))
+            pause = min(pause * 2, 1.0)
+            record = self.ledger.get_job(record.id)
+
+    def engine_alive(self) -> bool:
+        return bool(self.ledger.live_engines())
+
+    def _notify_engines(self) -> None:
+        from .engine.host import notify_engines
+
+        notify_engines(self.settings.home / "run")
+
+    # -- backends ------------------------------------------------------------------------------
+
+    def backends(self) -> list[BackendInfo]:
+        """Every known backend, with its limits; ones that cannot load say why."""
+        from .errors import QmlopsError
+
+        infos = []
+        for name in self.registry.configured_names():
+            try:
+                infos.append(self.registry.get(name).info())
+            except QmlopsError as exc:
+                config = self.settings.backends().backends.get(name)
+                infos.append(BackendInfo(
+                    name=name, provider="?", simulator=False, local=False,
+                    enabled=bool(config and config.enabled), available=False, status=str(exc),
+                    max_qubits=config.max_qubits if config else None,
+                    max_shots=config.max_shots if config else 0,
+                    max_concurrent_jobs=config.max_concurrent_jobs if config else 0,
+                ))
+        return infos
+
+
+class Job:
+    """A handle on one job in the ledger. Cheap to create; every property reads fresh state
+    except :attr:`record`'s cached copy."""
+
+    def __init__(self, client: Client, record: JobRecord) -> None:
+        self._client = client
+        self._record = record
+
+    @property
+    def id(self) -> str:
+        return self._record.id
+
+    @property
+    def name(self) -> str | None:
+        return self._record.name
+
+    @property
+    def backend(self) -> str:
+        return self._record.backend
+
+    @property
+    def state(self) -> JobState:
+        return self.refresh().state
+
+    @property
+    def record(self) -> JobRecord:
+        """The job as last read from the ledger (call :meth:`refresh` to read it again)."""
+        return self._record
+
+    def refresh(self) -> JobRecord:
+        if not self._record.terminal:
+            self._record = self._client.ledger.get_job(self.id)
+        return self._record
+
+    def wait(self, timeout: float | None = None) -> Job:
+        """Block until the job ends; raise WaitTimeout when ``timeout`` seconds pass first."""
+        self._record = self._client._wait(self.refresh(), timeout)
+        return self
+
+    def result(self, timeout: float | None = None) -> JobResult:
+        """Wait for the job and return its counts; raise JobFailed if it did not complete."""
+        record = self.wait(timeout).record
+        if record.state is not JobState.COMPLETED or record.result is None:
+            why = f": {record.error}" if record.error else ""
+            raise JobFailed(f"job {record.id} ended {record.state.value}{why}")
+        return record.result
+
+    def cancel(self) -> Job:
+        self._record = self._client.cancel(self.id)
+        return self
+
+    def events(self) -> list[JobEvent]:
+        return self._client.events(self.id)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.refresh().model_dump(mode="json")
+
+    def __repr__(self) -> str:
+        r = self._record
+        return f"<Job {r.id} {r.state.value} on {r.backend}, {r.shots} shots>"
+
+
+def _request_hash(backend: str, shots: int, name: str | None, options: dict[str, Any],
+                  tags: dict[str, str] | None, fingerprint: str) -> str:
+    blob = json.dumps([backend, shots, name, options, tags or {}, fingerprint], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+_default: Client | None = None
+_default_lock = threading.Lock()
+
+
+def get_client() -> Client:
+    """The process-wide client built from the environment (``QMLOPS_HOME`` ...)."""
+    global _default
+    if _default is None:
+        with _default_lock:
+            if _default is None:
+                _default = Client()
+    return _default
+
+
+def reset_client() -> None:
+    """Forget the process-wide client (after changing ``QMLOPS_*`` variables)."""
+    global _default
+    with _default_lock:
+        if _default is not None and _default._ledger is not None:
+            _default._ledger.close()
+        _default = None
+
+
+def submit(circuits: Any, backend: str = "aer", shots: int = 1024, name: str | None = None,
+           idempotency_key: str | None = None, wait: bool = False, **kwargs: Any) -> Job:
+    """Submit one circuit or a list (OpenQASM 2/3 text or ``QuantumCircuit``) as one job."""
+    return get_client().submit(circuits, backend, shots, name, idempotency_key, wait, **kwargs)
+
+
+def get_job(job_id: str) -> Job:
+    return get_client().get_job(job_id)
+
+
+def jobs(state: str | None = None, backend: str | None = None, limit: int = 50) -> list[Job]:
+    """Your jobs, newest first."""
+    return get_client().jobs(state=state, backend=backend, limit=limit)

@@ -1,0 +1,137 @@
+"""Where qmlops_jupyter keeps its state, and the backend config file.
+
+Environment variables (all optional):
+
+- ``QMLOPS_HOME``: the state folder (default ``<jupyter data dir>/qmlops``);
+- ``QMLOPS_DATABASE_URL``: a SQLAlchemy URL for the ledger (default: SQLite in the home);
+- ``QMLOPS_BACKENDS_FILE``: the backend config file (default ``<home>/backends.yaml``);
+- ``QMLOPS_OWNER``: the owner recorded on new rows (default: the OS user name);
+- ``QMLOPS_LOG_FORMAT``: ``text`` (default) or ``json``.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigError, one_line
+
+DEFAULT_BACKENDS_YAML = """\
+# Backends qmlops_jupyter may use, and their limits. Checked before anything is submitted.
+#   enabled              false hides the backend and refuses jobs for it
+#   max_qubits           widest circuit accepted (state-vector memory is checked too)
+#   max_concurrent_jobs  jobs of this backend in flight at once, across all engines
+#   max_shots            most shots one job may ask for
+#   job_timeout          seconds a job may run before it is cancelled and failed (optional)
+backends:
+  aer:
+    enabled: true
+    max_qubits: 30
+    max_concurrent_jobs: 10
+    max_shots: 100000
+"""
+
+
+class BackendConfig(BaseModel):
+    """One backend's entry in ``backends.yaml``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    max_qubits: int | None = Field(default=None, ge=1)
+    max_concurrent_jobs: int = Field(default=10, ge=1)
+    max_shots: int = Field(default=100_000, ge=1)
+    job_timeout: float | None = Field(default=None, gt=0)
+    #: Options passed to the provider SDK as they are (for Aer: ``method``, ``device`` ...).
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class BackendsFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    backends: dict[str, BackendConfig] = Field(default_factory=dict)
+
+
+def load_backends_file(path: Path) -> BackendsFile:
+    """Read and check ``backends.yaml``; a missing file means the built-in defaults."""
+    import yaml
+
+    if not path.exists():
+        return BackendsFile.model_validate(yaml.safe_load(DEFAULT_BACKENDS_YAML))
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid YAML: {one_line(exc)}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping with a 'backends' key")
+    try:
+        return BackendsFile.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{path}: {where}: {first['msg']}") from None
+
+
+def default_home() -> Path:
+    from jupyter_core.paths import jupyter_data_dir
+
+    return Path(jupyter_data_dir()) / "qmlops"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings of one process. Build with :meth:`from_env`."""
+
+    home: Path
+    database_url: str
+    backends_file: Path
+    owner: str
+    log_format: str = "text"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Settings:
+        env = os.environ
+        home = Path(overrides.pop("home", None) or env.get("QMLOPS_HOME") or default_home())
+        home = home.expanduser().resolve()
+        url = overrides.pop("database_url", None) or env.get("QMLOPS_DATABASE_URL")
+        if not url:
+            url = f"sqlite:///{home / 'ledger.sqlite'}"
+        backends_file = Path(
+            overrides.pop("backends_file", None)
+            or env.get("QMLOPS_BACKENDS_FILE")
+            or home / "backends.yaml"
+        )
+        owner = overrides.pop("owner", None) or env.get("QMLOPS_OWNER") or _os_user()
+        log_format = overrides.pop("log_format", None) or env.get("QMLOPS_LOG_FORMAT") or "text"
+        if log_format not in ("text", "json"):
+            raise ConfigError(f"QMLOPS_LOG_FORMAT must be 'text' or 'json', not {log_format!r}")
+        return cls(home, url, backends_file, owner, log_format, overrides)
+
+    def ensure_home(self) -> None:
+        """Create the home folder (private to its user) and a commented ``backends.yaml``."""
+        self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        default_file = self.home / "backends.yaml"
+        if self.backends_file == default_file and not default_file.exists():
+            try:
+                with open(default_file, "x", encoding="utf-8") as fh:
+                    fh.write(DEFAULT_BACKENDS_YAML)
+            except FileExistsError:
+                pass
+
+    def backends(self) -> BackendsFile:
+        return load_backends_file(self.backends_file)
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in some containers
+        return f"uid{os.getuid()}"

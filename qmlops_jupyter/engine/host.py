@@ -1,0 +1,261 @@
+"""The long-lived engine host: claims due jobs from the ledger and drives them.
+
+Embeddable in any asyncio loop (``await engine.start()`` / ``await engine.stop()``): ``qmlops
+engine`` runs it in the foreground; the jupyter-server extension hosts it in the server's loop.
+It keeps a heartbeat in the ledger, renews the leases of the jobs it holds, recovers jobs left by
+crashed engines, and wakes at once when a client announces new work on its wake socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..ledger.store import default_holder
+from .driver import Driver, RetryPolicy
+
+if TYPE_CHECKING:
+    from ..backends import BackendRegistry
+    from ..ledger import Ledger
+    from ..models import JobRecord
+
+log = logging.getLogger("qmlops_jupyter.engine")
+
+
+class Engine:
+    """Claims and advances jobs until stopped."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        registry: BackendRegistry,
+        *,
+        owner: str = "engine",
+        holder: str | None = None,
+        tick: float = 1.0,
+        lease_ttl: float = 30.0,
+        wake_dir: Path | None = None,
+        retry: RetryPolicy | None = None,
+        workers: int | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ledger = ledger
+        self.registry = registry
+        self.owner = owner
+        self.holder = holder or default_holder()
+        self.tick = tick
+        self.lease_ttl = lease_ttl
+        self.wake_dir = wake_dir
+        self.driver = Driver(ledger, registry, self.holder, lease_ttl=lease_ttl, retry=retry,
+                             monotonic=monotonic)
+        self.workers = workers or max(4, sum(self._limits().values()))
+        self.last_tick: float | None = None
+        self._held: set[str] = set()
+        self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._executor: ThreadPoolExecutor | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._sock: socket.socket | None = None
+
+    # -- synchronous use (tests, tools) --------------------------------------------------------
+
+    def step(self) -> int:
+        """One pass in the calling thread: claim due jobs and advance each once."""
+        self._heartbeat()
+        claimed = self._claim(self.workers)
+        for job in claimed:
+            self._advance(job)
+        return len(claimed)
+
+    # -- asyncio hosting -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._task is not None:
+            return
+        self._stopping = False
+        self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="qmlops-engine")
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._recover_dead_engines)
+        self._open_wake_socket(loop)
+        self._task = asyncio.create_task(self._main(), name="qmlops-engine")
+        log.info("engine %s started (ledger %s)", self.holder, self.ledger.url,
+                 extra={"event": "engine_start", "actor": self.holder})
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop claiming, give running steps ``grace`` seconds, then let go of every lease so
+        another engine can take over at once."""
+        if self._task is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        if self._inflight:
+            await asyncio.wait(list(self._inflight.values()), timeout=grace)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._release_all)
+        self._close_wake_socket(loop)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        self._task = None
+        log.info("engine %s stopped", self.holder,
+                 extra={"event": "engine_stop", "actor": self.holder})
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def wake(self) -> None:
+        """Look for work now instead of at the next tick."""
+        self._wake.set()
+
+    async def _main(self) -> None:
+        loop = asyncio.get_running_loop()
+        heartbeat_every = max(0.2, min(5.0, self.lease_ttl / 3))
+        last_heartbeat = 0.0
+        while not self._stopping:
+            now = time.monotonic()
+            try:
+                if now - last_heartbeat >= heartbeat_every:
+                    await loop.run_in_executor(self._executor, self._heartbeat)
+                    last_heartbeat = now
+                free = self.workers - len(self._inflight)
+                claimed = []
+                if free > 0:
+                    claimed = await loop.run_in_executor(self._executor, self._claim, free)
+                for job in claimed:
+                    self._inflight[job.id] = asyncio.create_task(self._drive(job))
+                self.last_tick = time.time()
+            except Exception:  # the ledger may be briefly unreachable; keep the host alive
+                log.exception("engine tick failed; retrying")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.tick)
+
+    async def _drive(self, job: JobRecord) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, self._advance, job)
+        finally:
+            self._inflight.pop(job.id, None)
+            if not self._stopping:
+                self._wake.set()
+
+    # -- work done in worker threads -----------------------------------------------------------
+
+    def _limits(self) -> dict[str, int]:
+        limits: dict[str, int] = {}
+        for name in self.registry.configured_names():
+            config = self.registry.backends_file.backends.get(name)
+            if config is not None:
+                limits[name] = config.max_concurrent_jobs
+        return limits
+
+    def _claim(self, limit: int) -> list[JobRecord]:
+        limits = self._limits()
+        return self.ledger.claim(
+            self.holder, self.lease_ttl, limit=limit, max_concurrent=limits,
+            exclude=list(self._inflight),
+        )
+
+    def _advance(self, job: JobRecord) -> None:
+        self._held.add(job.id)
+        try:
+            more = self.driver.advance(job)
+        except Exception as exc:  # a bug or an unexpected SDK error must not kill the host
+            log.exception("advancing job %s failed", job.id,
+                          extra={"job_id": job.id, "backend": job.backend})
+            from ..errors import ProviderError
+
+            more = self.driver._provider_error(
+                job, self.registry.get(job.backend), ProviderError(f"internal error: {exc}"),
+                during="advance",
+            )
+        if more is None:
+            self._held.discard(job.id)
+
+    def _heartbeat(self) -> None:
+        self.ledger.engine_heartbeat(self.holder, self.owner)
+        if self._held:
+            self._held &= self.ledger.renew_leases(self.holder, self.lease_ttl,
+                                                   sorted(self._held))
+
+    def _recover_dead_engines(self) -> None:
+        """Free the leases of engines on this host that died (kill -9, OOM) so their jobs are
+        recovered now rather than when the leases expire."""
+        for dead in self.ledger.dead_local_holders():
+            if dead != self.holder:
+                freed = self.ledger.forget_engine(dead, self.holder)
+                log.warning("engine %s is gone; took back %d job lease(s)", dead, freed,
+                            extra={"event": "recovery", "actor": self.holder})
+        self._heartbeat()
+
+    def _release_all(self) -> None:
+        self.ledger.release(self.holder)
+        self.ledger.engine_stopped(self.holder)
+
+    # -- wake socket ---------------------------------------------------------------------------
+
+    def _open_wake_socket(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.wake_dir is None:
+            return
+        try:
+            self.wake_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            path = self.wake_dir / f"engine-{os.getpid()}-{id(self):x}.sock"
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            sock.setblocking(False)
+            sock.bind(str(path))
+        except OSError as exc:  # too long a path, read-only home: timers still work
+            log.warning("no wake socket (%s); polling every %.1f s", exc, self.tick)
+            return
+        self._sock = sock
+        self._sock_path = path
+
+        def _readable() -> None:
+            with contextlib.suppress(OSError):
+                while sock.recv(64):
+                    pass
+            self._wake.set()
+
+        loop.add_reader(sock.fileno(), _readable)
+
+    def _close_wake_socket(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._sock is None:
+            return
+        loop.remove_reader(self._sock.fileno())
+        self._sock.close()
+        with contextlib.suppress(OSError):
+            self._sock_path.unlink()
+        self._sock = None
+
+
+def notify_engines(wake_dir: Path) -> int:
+    """Tell every engine host on this machine that there is new work; returns how many heard."""
+    told = 0
+    try:
+        paths = list(wake_dir.glob("engine-*.sock"))
+    except OSError:
+        return 0
+    if not paths:
+        return 0
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.setblocking(False)
+        for path in paths:
+            try:
+                sock.sendto(b"w", str(path))
+                told += 1
+            except (ConnectionRefusedError, FileNotFoundError):
+                with contextlib.suppress(OSError):
+                    path.unlink()  # its engine is gone
+            except OSError:
+                pass
+    return told

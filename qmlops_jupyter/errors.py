@@ -1,0 +1,150 @@
+"""Typed errors of qmlops_jupyter.
+
+Every error a user can cause or meet has its own class, mapped once to an HTTP status (for the
+REST API) and a CLI exit code. Messages are one line, name what was wrong, and never contain a
+secret.
+"""
+
+from __future__ import annotations
+
+
+def one_line(text: object) -> str:
+    """Collapse any message (provider or parser output) to a single line."""
+    return " ".join(str(text).split())
+
+
+class QmlopsError(Exception):
+    """Base class of every error qmlops_jupyter raises on purpose."""
+
+    http_status = 500
+    exit_code = 1
+    code = "error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(one_line(message))
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class InvalidRequest(QmlopsError):
+    """The request itself is malformed (shots, names, options)."""
+
+    http_status = 400
+    exit_code = 2
+    code = "invalid_request"
+
+
+class InvalidCircuit(InvalidRequest):
+    """Circuit text that does not parse, or a circuit object we cannot read."""
+
+    code = "invalid_circuit"
+
+
+class CircuitTooLarge(InvalidCircuit):
+    """A circuit over a backend's qubit limit or over the memory this machine has."""
+
+    http_status = 422
+    code = "circuit_too_large"
+
+
+class ConfigError(QmlopsError):
+    """A configuration file or setting that cannot be used."""
+
+    exit_code = 6
+    code = "config_error"
+
+
+class UnknownBackend(QmlopsError):
+    http_status = 404
+    exit_code = 3
+    code = "unknown_backend"
+
+
+class JobNotFound(QmlopsError):
+    http_status = 404
+    exit_code = 3
+    code = "job_not_found"
+
+
+class IdempotencyConflict(QmlopsError):
+    """The idempotency key was already used for a different request."""
+
+    http_status = 409
+    exit_code = 4
+    code = "idempotency_conflict"
+
+
+class IllegalTransition(QmlopsError):
+    """A state change the job state machine does not allow (for example, cancelling a finished
+    job)."""
+
+    http_status = 409
+    exit_code = 4
+    code = "illegal_transition"
+
+
+class BackendUnavailable(QmlopsError):
+    http_status = 503
+    exit_code = 5
+    code = "backend_unavailable"
+
+
+class MissingBackendDependency(BackendUnavailable):
+    """A backend whose SDK is not installed; the message carries the exact install hint."""
+
+    code = "missing_dependency"
+
+
+class WaitTimeout(QmlopsError):
+    """Waiting for a job ran out of time; the job itself goes on."""
+
+    http_status = 408
+    exit_code = 7
+    code = "wait_timeout"
+
+
+class JobFailed(QmlopsError):
+    """The job ended FAILED or CANCELLED, or has no result to give."""
+
+    http_status = 409
+    exit_code = 8
+    code = "job_failed"
+
+
+# --- Errors raised by backend adapters while talking to a provider. ---------------------------
+# The engine decides what to do with a job from the class alone.
+
+
+class ProviderError(QmlopsError):
+    """Base of the errors an adapter raises when the provider misbehaves or refuses."""
+
+    http_status = 502
+    exit_code = 5
+    code = "provider_error"
+    kind = "permanent"
+
+
+class TransientProviderError(ProviderError):
+    """Retry later with backoff (rate limits, timeouts, 5xx)."""
+
+    kind = "transient"
+
+
+class AuthProviderError(ProviderError):
+    """The credential was refused: stop and tell the user."""
+
+    kind = "auth"
+
+
+class PermanentProviderError(ProviderError):
+    """The provider rejected the job for good: fail it with the provider's message."""
+
+    kind = "permanent"
+
+
+class AmbiguousProviderError(ProviderError):
+    """The outcome of a call is unknown (for example a submit whose reply never came)."""
+
+    kind = "ambiguous"

@@ -1,0 +1,159 @@
+"""The ledger's tables (SQLAlchemy 2). The schema is created and changed only by the Alembic
+migrations in ``migrations/``; a test checks that these tables and the migrations agree."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+#: Autoincrementing 64-bit key that SQLite also treats as its rowid.
+BigIntKey = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stored as naive UTC (sorts the same in SQLite and PostgreSQL); read back as aware UTC."""
+
+    impl = DateTime(timezone=False)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: object) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class JobRow(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128))
+    name: Mapped[str | None] = mapped_column(String(256))
+    backend: Mapped[str] = mapped_column(String(128))
+    state: Mapped[str] = mapped_column(String(20))
+    shots: Mapped[int] = mapped_column(Integer)
+    num_circuits: Mapped[int] = mapped_column(Integer)
+    max_qubits: Mapped[int] = mapped_column(Integer)
+    circuits: Mapped[list] = mapped_column(JSON)
+    options: Mapped[dict] = mapped_column(JSON)
+    tags: Mapped[dict] = mapped_column(JSON)
+    phases: Mapped[dict] = mapped_column(JSON)
+    idempotency_key: Mapped[str | None] = mapped_column(String(256))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    provider_job_id: Mapped[str | None] = mapped_column(String(256))
+    error: Mapped[str | None] = mapped_column(Text)
+    error_kind: Mapped[str | None] = mapped_column(String(32))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    polls: Mapped[int] = mapped_column(Integer, default=0)
+    timeout: Mapped[float | None] = mapped_column(Float)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    lease_holder: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        UniqueConstraint("owner", "idempotency_key"),
+        Index("ix_jobs_owner_created", "owner", "created_at", "id"),
+        Index("ix_jobs_owner_state_created", "owner", "state", "created_at", "id"),
+        Index("ix_jobs_owner_backend_created", "owner", "backend", "created_at", "id"),
+        Index("ix_jobs_state_next_attempt", "state", "next_attempt_at"),
+    )
+
+
+class JobEventRow(Base):
+    """Append-only: rows are inserted, never updated or deleted."""
+
+    __tablename__ = "job_events"
+
+    seq: Mapped[int] = mapped_column(BigIntKey, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    owner: Mapped[str] = mapped_column(String(128))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    kind: Mapped[str] = mapped_column(String(16))
+    from_state: Mapped[str | None] = mapped_column(String(20))
+    to_state: Mapped[str | None] = mapped_column(String(20))
+    actor: Mapped[str] = mapped_column(String(128))
+    message: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_job_events_job_seq", "job_id", "seq"),)
+
+
+class JobPayloadRow(Base):
+    """The circuits of a job: one QPY blob (zlib) and OpenQASM 3 text per circuit."""
+
+    __tablename__ = "job_payloads"
+
+    job_id: Mapped[str] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    owner: Mapped[str] = mapped_column(String(128))
+    qpy: Mapped[bytes] = mapped_column(LargeBinary)
+    qasm3: Mapped[list] = mapped_column(JSON)
+
+
+class JobResultRow(Base):
+    """At most one result per job: the primary key makes a second one impossible."""
+
+    __tablename__ = "job_results"
+
+    job_id: Mapped[str] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    owner: Mapped[str] = mapped_column(String(128))
+    counts: Mapped[list] = mapped_column(JSON)
+    meta: Mapped[dict] = mapped_column("metadata", JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class EngineRow(Base):
+    """Engine hosts and their heartbeats, so any client can tell whether one is alive."""
+
+    __tablename__ = "engines"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128))
+    hostname: Mapped[str] = mapped_column(String(256))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

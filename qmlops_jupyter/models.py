@@ -1,0 +1,108 @@
+"""Pydantic models shared by the Python API, the CLI's ``--json`` and (later) the REST API.
+
+The ORM tables live in :mod:`qmlops_jupyter.ledger.orm`; these are the public shapes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .states import JobState
+
+
+class CircuitInfo(BaseModel):
+    """What is known of one circuit of a job, without loading it."""
+
+    index: int
+    name: str | None = None
+    num_qubits: int
+    num_clbits: int
+    depth: int
+    size: int
+    gate_counts: dict[str, int]
+    source_format: str = Field(description="qasm2, qasm3 or qiskit: how the circuit came in")
+
+
+class JobResult(BaseModel):
+    """Counts per circuit, keys in Qiskit's bit order (classical bit 0 is rightmost)."""
+
+    counts: list[dict[str, int]]
+    shots: int
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class JobRecord(BaseModel):
+    """A job as the ledger holds it; the JSON of ``qmlops show --json``."""
+
+    model_config = ConfigDict(use_enum_values=False)
+
+    id: str
+    owner: str
+    name: str | None = None
+    backend: str
+    state: JobState
+    shots: int
+    created_at: datetime
+    updated_at: datetime
+    submitted_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    provider_job_id: str | None = None
+    error: str | None = None
+    error_kind: str | None = None
+    idempotency_key: str | None = None
+    attempts: int = 0
+    polls: int = 0
+    timeout: float | None = None
+    phases: dict[str, float] = Field(
+        default_factory=dict,
+        description="seconds spent in validate, transpile, queue, run, post_process",
+    )
+    tags: dict[str, str] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict)
+    circuits: list[CircuitInfo] = Field(default_factory=list)
+    result: JobResult | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.state.terminal
+
+
+class JobEvent(BaseModel):
+    """One line of a job's append-only event log."""
+
+    seq: int
+    job_id: str
+    at: datetime
+    kind: str = Field(description="transition, recovered, retry, lease or note")
+    from_state: JobState | None = None
+    to_state: JobState | None = None
+    actor: str
+    message: str | None = None
+
+
+class JobPage(BaseModel):
+    jobs: list[JobRecord]
+    next: str | None = None
+
+
+class BackendInfo(BaseModel):
+    """A backend as users see it: its kind and limits (capabilities are data)."""
+
+    name: str
+    provider: str
+    description: str = ""
+    simulator: bool
+    local: bool = Field(description="runs in this machine's processes, no provider queue")
+    enabled: bool = True
+    available: bool = True
+    status: str = "ok"
+    max_qubits: int | None
+    max_shots: int
+    max_concurrent_jobs: int
+    native_gates: list[str] = Field(default_factory=list)
+    supports_reattach: bool = False
+    supports_cancel: bool = True
