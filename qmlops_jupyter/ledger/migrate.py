@@ -40,7 +40,9 @@ def alembic_config(ledger: Ledger, connection: Any = None) -> Any:
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    config.set_main_option("sqlalchemy.url", ledger.engine.url.render_as_string(False))
+    # configparser treats % as interpolation; the URL is only used when no connection is given.
+    url = ledger.engine.url.render_as_string(hide_password=False).replace("%", "%%")
+    config.set_main_option("sqlalchemy.url", url)
     config.attributes["connection"] = connection
     return config
 
