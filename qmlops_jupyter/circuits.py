@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import threading
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,12 @@ from .models import CircuitInfo
 
 if TYPE_CHECKING:
     from qiskit import QuantumCircuit
+
+#: Preparing circuits (parse, QPY, DAG) from many threads at once has crashed the interpreter
+#: inside Qiskit's native code here (20 threads submitting at the same moment), and the
+#: OpenQASM 3 parser silences stderr process-wide while it runs. The work holds the GIL
+#: anyway, so threads lose nothing by taking turns.
+_QISKIT_LOCK = threading.Lock()
 
 #: Jobs with at most this many circuits get their OpenQASM 3 rendered at submission; larger
 #: batches render it from the QPY on first read (rendering costs ~0.7 ms a circuit).
@@ -103,6 +110,11 @@ def prepare(circuits: Any, *, labels: Sequence[str] | None = None) -> PreparedCi
     ``circuits`` is one circuit or a list; each is OpenQASM text (``str``/``bytes``) or a
     ``QuantumCircuit``.
     """
+    with _QISKIT_LOCK:
+        return _prepare(circuits, labels)
+
+
+def _prepare(circuits: Any, labels: Sequence[str] | None) -> PreparedCircuits:
     from qiskit import QuantumCircuit, qpy
 
     items = _as_list(circuits)
@@ -136,7 +148,12 @@ def prepare(circuits: Any, *, labels: Sequence[str] | None = None) -> PreparedCi
     buffer = io.BytesIO()
     qpy.dump(parsed, buffer)
     raw = buffer.getvalue()
-    digest = hashlib.sha256(raw).hexdigest()
+    # What makes two requests "the same" for idempotency: the text as submitted (parsing gives
+    # each circuit a fresh automatic name), or the exact QPY of circuit objects.
+    if all(t is not None for t in texts):
+        digest = hashlib.sha256("\0".join(texts).encode()).hexdigest()  # type: ignore[arg-type]
+    else:
+        digest = hashlib.sha256(raw).hexdigest()
     infos = [describe(c, i, f) for i, (c, f) in enumerate(zip(parsed, formats, strict=True))]
     eager = len(parsed) <= EAGER_QASM3_LIMIT
     qasm: list[str | None] = []

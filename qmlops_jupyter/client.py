@@ -162,6 +162,8 @@ class Client:
             if record.state.terminal or record.state is JobState.NEEDS_ATTENTION:
                 return record
             if local or not self.engine_alive():
+                if self.ledger.lease_holder(record.id) not in (None, self.driver.holder):
+                    self.ledger.reap_dead_local_leases(self.driver.holder)
                 claimed = self.ledger.claim(
                     self.driver.holder, self.lease_ttl, job_id=record.id,
                     max_concurrent={record.backend: backend.config.max_concurrent_jobs},

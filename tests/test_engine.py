@@ -7,6 +7,7 @@ Aer is real.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from pathlib import Path
 
@@ -111,7 +112,7 @@ def test_poll_backoff_grows(setup, clock, cloud) -> None:
         clock.advance(2000)
         engine.step()
     # Doubling each time (with +-20% jitter): every gap is clearly larger than the last.
-    assert all(b > a * 1.3 for a, b in zip(gaps, gaps[1:], strict=False)), gaps
+    assert all(b > a * 1.3 for a, b in itertools.pairwise(gaps)), gaps
 
 
 def test_transient_submit_errors_retry_with_backoff_then_succeed(setup, clock, cloud) -> None:

@@ -9,7 +9,12 @@ import sqlalchemy as sa
 from qmlops_testing import BELL_QASM2, FakeClock
 
 from qmlops_jupyter.circuits import prepare
-from qmlops_jupyter.errors import IdempotencyConflict, IllegalTransition, InvalidRequest, JobNotFound
+from qmlops_jupyter.errors import (
+    IdempotencyConflict,
+    IllegalTransition,
+    InvalidRequest,
+    JobNotFound,
+)
 from qmlops_jupyter.ledger import HEAD_REVISION, Ledger
 from qmlops_jupyter.ledger.migrate import current_revision
 from qmlops_jupyter.states import TRANSITIONS, JobState

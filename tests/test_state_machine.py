@@ -10,6 +10,7 @@ is real.
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import tempfile
 from pathlib import Path
@@ -137,7 +138,7 @@ class JobLifecycle(RuleBasedStateMachine):
             job = self.ledger.get_job(job_id)
             moves = [e for e in self.ledger.events(job_id) if e.kind == "transition"]
             assert moves[0].from_state is None and moves[0].to_state is S.CREATED
-            for before, after in zip(moves, moves[1:], strict=False):
+            for before, after in itertools.pairwise(moves):
                 assert after.from_state is before.to_state, (job_id, before, after)
                 assert is_legal(after.from_state, after.to_state), after
                 assert before.to_state not in TERMINAL_STATES, "a terminal state changed"

@@ -7,6 +7,7 @@ change it makes is a compare-and-set fenced by that lease, so two drivers never 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
@@ -121,9 +122,8 @@ class Driver:
         *,
         from_state: JobState = S.CREATED,
     ) -> float | None:
-        if from_state is not S.SUBMITTING:
-            if not self._move(job, from_state, S.SUBMITTING, None):
-                return None
+        if from_state is not S.SUBMITTING and not self._move(job, from_state, S.SUBMITTING, None):
+            return None
         if circuits is None:
             circuits = self.ledger.load_circuits(job.id)
         try:
@@ -258,7 +258,8 @@ class Driver:
         counts = [dict(c) for c in result.counts]
         run_seconds = self._since(job.started_at or job.submitted_at)
         phases = {**job.phases, "run": run_seconds, "post_process": time.perf_counter() - post}
-        phases.setdefault("queue", 0.0)
+        if "queue" not in phases and job.submitted_at and job.started_at:
+            phases["queue"] = max(0.0, (job.started_at - job.submitted_at).total_seconds())
         for old in (job.state, S.CANCELLING):
             if self.ledger.complete(job.id, old, counts=counts, metadata=result.metadata,
                                     actor=self.holder, holder=self.holder, phases=phases,
@@ -298,10 +299,8 @@ class Driver:
     def _time_out(self, job: JobRecord) -> None:
         handle = self.handles.pop(job.id, None)
         if handle is not None:
-            try:
+            with contextlib.suppress(ProviderError):
                 handle.cancel()
-            except ProviderError:
-                pass
         self._end(job, S.FAILED, f"timed out after {job.timeout:g} s", "timeout")
         return None
 
@@ -349,19 +348,19 @@ class Driver:
     def _move(self, job: JobRecord, old: JobState, new: JobState, message: str | None,
               **fields: Any) -> bool:
         """CAS under our lease; on success, keep the in-memory record in step."""
-        ok = self.ledger.transition(job.id, old, new, actor=self.holder, holder=self.holder,
+        at = self.ledger.transition(job.id, old, new, actor=self.holder, holder=self.holder,
                                     message=message, **fields)
-        if ok:
+        if at is not None:
+            # The times the ledger recorded, so phase durations match the event log.
             job.state = new
-            now = self.ledger.clock()
             if new is S.SUBMITTING and job.submitted_at is None:
-                job.submitted_at = now
+                job.submitted_at = at
             if new is S.RUNNING and job.started_at is None:
-                job.started_at = now
+                job.started_at = at
             for key in ("phases", "provider_job_id", "attempts", "error", "error_kind"):
                 if key in fields:
                     setattr(job, key, fields[key])
-        return ok
+        return at is not None
 
     def _end(self, job: JobRecord, new: JobState, error: str | None, kind: str | None) -> None:
         """Move the job to a final (or NEEDS_ATTENTION) state from whatever state it is in."""

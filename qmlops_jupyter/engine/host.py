@@ -185,6 +185,7 @@ class Engine:
 
     def _heartbeat(self) -> None:
         self.ledger.engine_heartbeat(self.holder, self.owner)
+        self.ledger.reap_dead_local_leases(self.holder)
         if self._held:
             self._held &= self.ledger.renew_leases(self.holder, self.lease_ttl,
                                                    sorted(self._held))

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import (
     Connection,
@@ -356,12 +356,13 @@ class Ledger:
         holder: str | None = None,
         message: str | None = None,
         **fields: Any,
-    ) -> bool:
-        """Compare-and-set ``old -> new`` and log it; False when the job was not in ``old`` (or
-        not leased by ``holder``). Illegal transitions raise IllegalTransition."""
+    ) -> datetime | None:
+        """Compare-and-set ``old -> new`` and log it. Returns the time recorded for the change,
+        or None when the job was not in ``old`` (or not leased by ``holder``). Illegal
+        transitions raise IllegalTransition."""
         with self._write() as conn:
-            return self._transition(conn, job_id, old, new, actor, holder, message,
-                                    fields) is not None
+            changed = self._transition(conn, job_id, old, new, actor, holder, message, fields)
+        return None if changed is None else changed.at
 
     def _transition(
         self,
@@ -373,7 +374,7 @@ class Ledger:
         holder: str | None,
         message: str | None,
         fields: dict[str, Any],
-    ) -> Any:
+    ) -> Changed | None:
         """The CAS itself, inside the caller's transaction; the changed row or None."""
         if not is_legal(old, new):
             raise IllegalTransition(f"job {job_id}: {old.value} -> {new.value} is not allowed")
@@ -383,10 +384,11 @@ class Ledger:
         if new in TERMINAL_STATES:
             values.update(finished_at=now, lease_holder=None, lease_expires_at=None,
                           next_attempt_at=None)
+        # First submission and first start are kept through re-runs after a crash.
         if new is JobState.SUBMITTING and "submitted_at" not in values:
-            values["submitted_at"] = now
+            values["submitted_at"] = func.coalesce(jobs.c.submitted_at, now)
         if new is JobState.RUNNING and "started_at" not in values:
-            values["started_at"] = now
+            values["started_at"] = func.coalesce(jobs.c.started_at, now)
         stmt = update(jobs).where(jobs.c.id == job_id, jobs.c.state == old.value)
         if holder is not None:
             stmt = stmt.where(jobs.c.lease_holder == holder)
@@ -394,11 +396,12 @@ class Ledger:
             # A provider job id is set at most once.
             stmt = stmt.where(or_(jobs.c.provider_job_id.is_(None),
                                   jobs.c.provider_job_id == fields["provider_job_id"]))
-        changed = conn.execute(
+        row = conn.execute(
             stmt.values(**values).returning(jobs.c.backend, jobs.c.owner)
         ).first()
-        if changed is None:
+        if row is None:
             return None
+        changed = Changed(row.backend, row.owner, now)
         conn.execute(
             insert(events),
             {"job_id": job_id, "owner": changed.owner, "at": now, "kind": "transition",
@@ -625,6 +628,31 @@ class Ledger:
             ).all()
         return [engine_id for engine_id, pid in rows if not _pid_alive(pid)]
 
+    def reap_dead_local_leases(self, actor: str) -> int:
+        """Expire live leases whose holder was a process on this host that is gone (an engine
+        killed with SIGKILL, a notebook kernel that died mid-run), so their jobs are taken over
+        now rather than when the lease runs out. Returns how many leases were freed."""
+        now = self.clock()
+        host = socket.gethostname()
+        with self._read() as conn:
+            holders = conn.execute(
+                select(jobs.c.lease_holder).distinct().where(
+                    jobs.c.state.in_(_ACTIVE), jobs.c.lease_holder.is_not(None),
+                    jobs.c.lease_expires_at >= now)
+            ).scalars().all()
+        dead = [h for h in holders if _holder_host_pid(h) and _holder_host_pid(h)[0] == host
+                and not _pid_alive(_holder_host_pid(h)[1])]
+        if not dead:
+            return 0
+        with self._write() as conn:
+            freed = conn.execute(
+                update(jobs).where(jobs.c.lease_holder.in_(dead), jobs.c.state.in_(_ACTIVE))
+                .values(lease_expires_at=now - timedelta(seconds=1))
+            ).rowcount
+        log.warning("took back %d lease(s) of dead local process(es) %s", freed,
+                    ", ".join(dead), extra={"event": "lease", "actor": actor})
+        return freed
+
     def forget_engine(self, engine_id: str, actor: str) -> int:
         """Mark a dead engine stopped and free its leases."""
         now = self.clock()
@@ -642,6 +670,14 @@ class Ledger:
 
 
 # -- helpers -------------------------------------------------------------------------------------
+
+
+class Changed(NamedTuple):
+    """What a successful transition touched."""
+
+    backend: str
+    owner: str
+    at: datetime
 
 
 def _owner_of(job_id: str) -> Any:
@@ -693,6 +729,14 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         return datetime.fromisoformat(created), job_id
     except (ValueError, UnicodeDecodeError):
         raise InvalidRequest(f"invalid page cursor {cursor!r}") from None
+
+
+def _holder_host_pid(holder: str) -> tuple[str, int] | None:
+    """``host:pid:tag`` (engines) or ``client:host:pid:tag`` (in-process waiters)."""
+    parts = holder.removeprefix("client:").split(":")
+    if len(parts) != 3 or not parts[1].isdigit():
+        return None
+    return parts[0], int(parts[1])
 
 
 def _pid_alive(pid: int) -> bool:
