@@ -170,11 +170,15 @@ class Client:
                 )
                 if claimed:
                     job = claimed[0]
-                    delay = self.driver.advance(job, circuits=circuits, deadline=deadline)
+                    # A wait with a deadline runs local simulators in a worker process: Aer
+                    # holds the GIL while it simulates, so only then can the deadline be kept.
+                    delay = self.driver.advance(job, circuits=circuits, deadline=deadline,
+                                                isolate=deadline is not None)
                     circuits = None
                     if delay is not None and deadline is not None \
                             and time.monotonic() >= deadline:
                         # Let an engine host (or a later wait) carry on from here.
+                        self.driver.let_go(job.id)
                         self.ledger.release(self.driver.holder, [job.id])
                     record = self.ledger.get_job(record.id)
                     if delay is None or record.state.terminal:

@@ -16,6 +16,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+# Imported here, once, before any test starts an engine whose threads load backends: Qiskit
+# cannot be imported for the first time from two threads at once.
+import qiskit  # noqa: F401
+
 from qmlops_jupyter.backends.base import (
     Backend,
     Capabilities,

@@ -318,3 +318,30 @@ def test_wait_timeout_leaves_the_job_for_an_engine(tmp_path: Path) -> None:
         client.submit(slow_circuits(count=4), shots=10, wait=True, wait_timeout=0.5)
     job = client.jobs()[0]
     assert client.ledger.lease_holder(job.id) is None  # released for an engine to take
+
+
+def test_engine_host_stays_responsive_during_a_long_simulation(tmp_path: Path) -> None:
+    """Aer holds the GIL while it simulates; the host runs it in a worker process, so its event
+    loop (heartbeats, lease renewals, and in a server every request) keeps going."""
+    client = _client(tmp_path / "home")
+
+    async def scenario() -> tuple[float, JobState]:
+        engine = Engine(client.ledger, client.registry, tick=0.1, lease_ttl=3,
+                        wake_dir=client.settings.home / "run")
+        await engine.start()
+        try:
+            job = client.submit(slow_circuits(count=3), shots=10)
+            worst, last = 0.0, time.monotonic()
+            deadline = last + 60
+            while not job.record.terminal and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+                now = time.monotonic()
+                worst, last = max(worst, now - last), now
+                job.refresh()
+            return worst, job.record.state
+        finally:
+            await engine.stop()
+
+    worst_gap, state = asyncio.run(scenario())
+    assert state is S.COMPLETED
+    assert worst_gap < 0.5, f"event loop froze for {worst_gap:.2f} s"

@@ -1,9 +1,24 @@
-"""``aer``: Qiskit Aer, the offline default backend. Runs in this process, costs nothing."""
+"""``aer``: Qiskit Aer, the offline default backend. Runs on this machine, costs nothing.
+
+Aer holds Python's GIL for the whole of a simulation, so a run in a thread freezes every other
+thread of its process. Two ways to run, chosen by the caller through ``options["isolate"]``:
+
+- in this process (a caller that waits anyway, such as ``submit(wait=True)`` in a notebook):
+  as fast as calling Aer directly;
+- in a warm worker process (engine hosts, and waits with a timeout): the host keeps beating,
+  renewing leases and answering while a long simulation runs, and a cancel or timeout really
+  stops the simulation (the worker is killed).
+"""
 
 from __future__ import annotations
 
+import io
+import multiprocessing
+import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +40,12 @@ _NON_GATES = frozenset({"measure", "barrier", "reset", "delay"})
 
 class AerBackend(Backend):
     provider = "qiskit-aer"
-    description = "Qiskit Aer simulator, in this process (offline, free)"
+    description = "Qiskit Aer simulator on this machine (offline, free)"
+
+    def __init__(self, name: str, config: Any = None) -> None:
+        super().__init__(name, config)
+        self._pool: ProcessPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
 
     @cached_property
     def simulator(self) -> Any:
@@ -61,17 +81,61 @@ class AerBackend(Backend):
     ) -> JobHandle:
         started = time.perf_counter()
         runnable = [self._runnable(c) for c in circuits]
-        transpile_seconds = time.perf_counter() - started
+        phases = {"transpile": time.perf_counter() - started}
         run_options: dict[str, Any] = {"shots": shots}
         if options.get("seed") is not None:
             run_options["seed_simulator"] = int(options["seed"])
+        if options.get("isolate"):
+            from qiskit import qpy
+
+            buffer = io.BytesIO()
+            qpy.dump(runnable, buffer)
+            try:
+                future = self._worker_pool().submit(
+                    _run_in_worker, buffer.getvalue(), dict(self.config.options), run_options)
+            except (BrokenProcessPool, RuntimeError) as exc:
+                self._kill_pool()
+                raise TransientProviderError(f"Aer worker unavailable: {exc}") from None
+            return AerProcessHandle(self, future, phases)
         try:
             aer_job = self.simulator.run(runnable, **run_options)
         except MemoryError as exc:
             raise TransientProviderError(f"Aer ran out of memory: {exc}") from None
         except Exception as exc:  # Aer rejects what it cannot simulate
             raise PermanentProviderError(f"Aer refused the job: {one_line(exc)}") from None
-        return AerHandle(aer_job, phases={"transpile": transpile_seconds})
+        return AerHandle(aer_job, phases=phases)
+
+    def warm_up(self) -> None:
+        """Start the worker processes now, so the first isolated job does not wait for them."""
+        self._worker_pool().submit(_warm).result()
+
+    def close(self) -> None:
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
+
+    def _worker_pool(self) -> ProcessPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                workers = max(1, min(self.config.max_concurrent_jobs,
+                                     multiprocessing.cpu_count()))
+                # spawn: the workers must not inherit the host's threads and locks.
+                self._pool = ProcessPoolExecutor(
+                    workers, mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_die_with_parent)
+            return self._pool
+
+    def _kill_pool(self) -> None:
+        """Stop every worker at once (a cancelled or timed-out simulation cannot be
+        interrupted otherwise); other jobs running there fail as transient and are re-run."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
 
     def _runnable(self, circuit: QuantumCircuit) -> QuantumCircuit:
         if circuit.num_clbits == 0:
@@ -82,6 +146,22 @@ class AerBackend(Backend):
 
             circuit = transpile(circuit, self.simulator, optimization_level=0)
         return circuit
+
+
+def _counts_of(result: Any) -> ProviderResult:
+    if not result.success:
+        raise PermanentProviderError(f"Aer failed: {one_line(result.status)}")
+    counts = []
+    for i in range(len(result.results)):
+        raw = result.get_counts(i)
+        # Several classical registers come as "c1 c0"; joined, bit 0 stays rightmost.
+        counts.append({key.replace(" ", ""): int(v) for key, v in raw.items()})
+    first = result.results[0] if result.results else None
+    return ProviderResult(counts=counts, metadata={
+        "seed_simulator": getattr(first, "seed_simulator", None),
+        "method": (getattr(first, "metadata", None) or {}).get("method"),
+        "time_taken": getattr(result, "time_taken", None),
+    })
 
 
 class AerHandle(JobHandle):
@@ -112,19 +192,84 @@ class AerHandle(JobHandle):
             raise
         except Exception as exc:
             raise PermanentProviderError(f"Aer failed: {one_line(exc)}") from None
-        if not result.success:
-            raise PermanentProviderError(f"Aer failed: {one_line(result.status)}")
-        counts = []
-        for i in range(len(result.results)):
-            raw = result.get_counts(i)
-            # Several classical registers come as "c1 c0"; joined, bit 0 stays rightmost.
-            counts.append({key.replace(" ", ""): int(v) for key, v in raw.items()})
-        first = result.results[0] if result.results else None
-        return ProviderResult(counts=counts, metadata={
-            "seed_simulator": getattr(first, "seed_simulator", None),
-            "method": (getattr(first, "metadata", None) or {}).get("method"),
-            "time_taken": getattr(result, "time_taken", None),
-        })
+        return _counts_of(result)
 
     def cancel(self) -> None:
         self._job.cancel()
+
+
+class AerProcessHandle(JobHandle):
+    """An Aer job running in a worker process."""
+
+    def __init__(self, backend: AerBackend, future: Future[Any],
+                 phases: dict[str, float]) -> None:
+        self._backend = backend
+        self._future = future
+        self.provider_job_id = None
+        self.phases = phases
+
+    def status(self) -> ProviderStatus:
+        if self._future.cancelled():
+            return ProviderStatus(ProviderState.CANCELLED)
+        if not self._future.done():
+            return ProviderStatus(
+                ProviderState.RUNNING if self._future.running() else ProviderState.QUEUED)
+        return ProviderStatus(
+            ProviderState.FAILED if self._future.exception() else ProviderState.DONE)
+
+    def result(self, timeout: float | None = None) -> ProviderResult:
+        try:
+            payload = self._future.result(timeout=timeout)
+        except TimeoutError:
+            raise
+        except BrokenProcessPool:
+            self._backend._kill_pool()
+            raise TransientProviderError(
+                "the Aer worker process stopped (killed, or out of memory)") from None
+        except PermanentProviderError:
+            raise
+        except Exception as exc:
+            raise PermanentProviderError(f"Aer failed: {one_line(exc)}") from None
+        return ProviderResult(counts=payload["counts"], metadata=payload["metadata"])
+
+    def cancel(self) -> None:
+        if not self._future.cancel() and not self._future.done():
+            self._backend._kill_pool()
+
+
+def _die_with_parent() -> None:
+    """Linux: a worker is killed when its host dies (even by SIGKILL), so a crashed engine
+    leaves no orphan simulation eating the CPU its successor needs."""
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+
+
+def _warm() -> bool:
+    import qiskit_aer  # noqa: F401  (the import is the point: it is what takes time)
+
+    return True
+
+
+def _run_in_worker(qpy_bytes: bytes, simulator_options: dict[str, Any],
+                   run_options: dict[str, Any]) -> dict[str, Any]:
+    """Runs in a worker process: load the circuits, simulate, return plain counts."""
+    from qiskit import qpy
+    from qiskit_aer import AerSimulator
+
+    circuits = qpy.load(io.BytesIO(qpy_bytes))
+    try:
+        result = AerSimulator(**simulator_options).run(circuits, **run_options).result()
+    except MemoryError as exc:
+        raise TransientProviderError(f"Aer ran out of memory: {exc}") from None
+    except Exception as exc:
+        raise PermanentProviderError(f"Aer refused the job: {one_line(exc)}") from None
+    provider_result = _counts_of(result)
+    return {"counts": provider_result.counts, "metadata": provider_result.metadata}

@@ -100,11 +100,21 @@ class Backend(ABC):
     def submit(
         self, circuits: Sequence[QuantumCircuit], shots: int, options: dict[str, Any]
     ) -> JobHandle:
-        """Send the circuits; return a handle. Raise ProviderError subclasses on failure."""
+        """Send the circuits; return a handle. Raise ProviderError subclasses on failure.
+
+        ``options`` holds the job's run options (``seed``) and, for local backends,
+        ``isolate``: run outside the calling process so it stays responsive.
+        """
 
     def attach(self, provider_job_id: str) -> JobHandle:
         """Rebuild a handle for a job submitted earlier (maybe by another process)."""
         raise NotImplementedError(f"backend {self.name} cannot re-attach to jobs")
+
+    def warm_up(self) -> None:  # noqa: B027 - optional
+        """Prepare to run (start workers, open sessions) before the first job arrives."""
+
+    def close(self) -> None:  # noqa: B027 - optional
+        """Release what :meth:`warm_up` or jobs started (worker processes, sessions)."""
 
     def check(self, circuits: Sequence[CircuitInfo], shots: int) -> None:  # noqa: B027
         """Backend-specific checks; raise InvalidRequest/CircuitTooLarge."""

@@ -61,8 +61,11 @@ class Driver:
         retry: RetryPolicy | None = None,
         rng: random.Random | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        isolate_local: bool = False,
     ) -> None:
         self.ledger = ledger
+        #: Run local backends (Aer) in worker processes, so this process stays responsive.
+        self.isolate_local = isolate_local
         self.registry = registry
         self.holder = holder
         self.lease_ttl = lease_ttl
@@ -80,13 +83,16 @@ class Driver:
         *,
         circuits: Sequence[Any] | None = None,
         deadline: float | None = None,
+        isolate: bool | None = None,
     ) -> float | None:
         """Take the job one step. Returns the seconds until it needs another look, or None when
         this driver is done with it (finished, needs a person, or no longer ours).
 
         ``circuits`` spares a reload when the caller still holds them; ``deadline`` (monotonic)
-        bounds how long a local run may block this call.
+        bounds how long a local run may block this call; ``isolate`` overrides
+        :attr:`isolate_local` for this call.
         """
+        self._isolate = self.isolate_local if isolate is None else isolate
         try:
             backend = self.registry.get(job.backend)
         except QmlopsError as exc:
@@ -126,8 +132,11 @@ class Driver:
             return None
         if circuits is None:
             circuits = self.ledger.load_circuits(job.id)
+        options = dict(job.options)
+        if backend.capabilities.local and getattr(self, "_isolate", self.isolate_local):
+            options["isolate"] = True
         try:
-            handle = backend.submit(circuits, job.shots, dict(job.options))
+            handle = backend.submit(circuits, job.shots, options)
         except ProviderError as exc:
             return self._provider_error(job, backend, exc, during="submit")
         except QmlopsError as exc:
@@ -381,6 +390,13 @@ class Driver:
             if fresh is None or self.ledger.lease_holder(job.id) != self.holder:
                 return
             current = fresh.state
+
+    def let_go(self, job_id: str) -> None:
+        """Stop local work on a job and forget its handle (the caller gave up waiting; an
+        engine host will take the job over)."""
+        handle = self.handles.pop(job_id, None)
+        if handle is not None:
+            self._abandon(job_id, handle)
 
     def _abandon(self, job_id: str, handle: JobHandle) -> None:
         self.handles.pop(job_id, None)

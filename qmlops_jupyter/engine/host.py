@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..ledger.store import default_holder
 from .driver import Driver, RetryPolicy
@@ -46,6 +46,7 @@ class Engine:
         retry: RetryPolicy | None = None,
         workers: int | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        isolate_local: bool = True,
     ) -> None:
         self.ledger = ledger
         self.registry = registry
@@ -54,8 +55,10 @@ class Engine:
         self.tick = tick
         self.lease_ttl = lease_ttl
         self.wake_dir = wake_dir
+        # Local simulators run in worker processes: a long Aer run holds the GIL, and would
+        # otherwise stop this host's heartbeat, lease renewals and (in a server) everything.
         self.driver = Driver(ledger, registry, self.holder, lease_ttl=lease_ttl, retry=retry,
-                             monotonic=monotonic)
+                             monotonic=monotonic, isolate_local=isolate_local)
         self.workers = workers or max(4, sum(self._limits().values()))
         self.last_tick: float | None = None
         self._held: set[str] = set()
@@ -85,6 +88,11 @@ class Engine:
         self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="qmlops-engine")
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self._recover_dead_engines)
+        # Load the local backends' SDKs now, in one thread: Qiskit's package does not survive
+        # being imported for the first time by several worker threads at once.
+        local = await loop.run_in_executor(self._executor, self._local_backends)
+        if self.driver.isolate_local:
+            self._warming = loop.run_in_executor(self._executor, self._warm_up, local)
         self._open_wake_socket(loop)
         self._task = asyncio.create_task(self._main(), name="qmlops-engine")
         log.info("engine %s started (ledger %s)", self.holder, self.ledger.url,
@@ -103,6 +111,9 @@ class Engine:
             await asyncio.wait(list(self._inflight.values()), timeout=grace)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self._release_all)
+        if self.driver.isolate_local:
+            for backend in self._local_backends():
+                backend.close()
         self._close_wake_socket(loop)
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
@@ -199,6 +210,24 @@ class Engine:
                 log.warning("engine %s is gone; took back %d job lease(s)", dead, freed,
                             extra={"event": "recovery", "actor": self.holder})
         self._heartbeat()
+
+    def _local_backends(self) -> list[Any]:
+        found = []
+        for name in self.registry.configured_names():
+            try:
+                backend = self.registry.get(name)
+            except Exception:  # an SDK that is not installed: nothing to warm
+                continue
+            if backend.config.enabled and backend.capabilities.local:
+                found.append(backend)
+        return found
+
+    def _warm_up(self, backends: list[Any]) -> None:
+        for backend in backends:
+            try:
+                backend.warm_up()
+            except Exception:
+                log.warning("warming up backend %s failed", backend.name, exc_info=True)
 
     def _release_all(self) -> None:
         self.ledger.release(self.holder)
