@@ -64,7 +64,7 @@ def _use_this_python_for_kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
 def test_notebook_is_committed_without_outputs(path: Path) -> None:
-    nbformat = pytest.importorskip("nbformat")
+    import nbformat
 
     nb = nbformat.read(path, as_version=4)
     nbformat.validate(nb)
@@ -81,8 +81,9 @@ def test_notebook_is_committed_without_outputs(path: Path) -> None:
 def test_notebook_runs_and_its_jobs_complete(
     path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
+    import nbclient
+    import nbformat
+
     from qmlops_jupyter.ledger import Ledger
     from qmlops_jupyter.states import JobState
 

@@ -268,7 +268,9 @@ class Driver:
         run_seconds = self._since(job.started_at or job.submitted_at)
         phases = {**job.phases, "run": run_seconds, "post_process": time.perf_counter() - post}
         if "queue" not in phases and job.submitted_at and job.started_at:
-            phases["queue"] = max(0.0, (job.started_at - job.submitted_at).total_seconds())
+            # From submission to start, less the transpilation done on the way.
+            waited = (job.started_at - job.submitted_at).total_seconds()
+            phases["queue"] = max(0.0, waited - phases.get("transpile", 0.0))
         for old in (job.state, S.CANCELLING):
             if self.ledger.complete(job.id, old, counts=counts, metadata=result.metadata,
                                     actor=self.holder, holder=self.holder, phases=phases,
