@@ -111,11 +111,14 @@ class Client:
         request_hash = _request_hash(backend, shots, name, options, tags, prepared.fingerprint)
         timeout = job_timeout if job_timeout is not None else be.config.job_timeout
         phases = {"validate": time.perf_counter() - started}
+        # A caller that waits on a local simulator runs the job itself: lease it at once.
+        run_here = wait and be.capabilities.local
         record, created = self.ledger.create_job(
             owner=self.owner, backend=backend, shots=shots, prepared=prepared,
             request_hash=request_hash, actor=f"user:{self.owner}", name=name,
             idempotency_key=idempotency_key, options=options, tags=tags, timeout=timeout,
-            phases=phases,
+            phases=phases, lease_holder=self.driver.holder if run_here else None,
+            lease_ttl=self.lease_ttl, max_concurrent=be.config.max_concurrent_jobs,
         )
         job = Job(self, record)
         if not created:
@@ -123,8 +126,8 @@ class Client:
                 job.wait(wait_timeout)
             return job
         if wait:
-            self._wait(record, wait_timeout, circuits=prepared.circuits)
-            job._record = self.ledger.get_job(record.id)
+            job._record = self._wait(record, wait_timeout, circuits=prepared.circuits,
+                                     leased=run_here)
         else:
             self._notify_engines()
         return job
@@ -153,7 +156,7 @@ class Client:
         return self._wait(self.ledger.get_job(job_id, self.owner), timeout)
 
     def _wait(self, record: JobRecord, timeout: float | None,
-              circuits: Sequence[Any] | None = None) -> JobRecord:
+              circuits: Sequence[Any] | None = None, leased: bool = False) -> JobRecord:
         deadline = None if timeout is None else time.monotonic() + timeout
         pause = 0.01
         backend = self.registry.get(record.backend)
@@ -162,12 +165,8 @@ class Client:
             if record.state.terminal or record.state is JobState.NEEDS_ATTENTION:
                 return record
             if local or not self.engine_alive():
-                if self.ledger.lease_holder(record.id) not in (None, self.driver.holder):
-                    self.ledger.reap_dead_local_leases(self.driver.holder)
-                claimed = self.ledger.claim(
-                    self.driver.holder, self.lease_ttl, job_id=record.id,
-                    max_concurrent={record.backend: backend.config.max_concurrent_jobs},
-                )
+                claimed = [record] if leased else self._claim_here(record, backend)
+                leased = False
                 if claimed:
                     job = claimed[0]
                     # A wait with a deadline runs local simulators in a worker process: Aer
@@ -180,7 +179,9 @@ class Client:
                         # Let an engine host (or a later wait) carry on from here.
                         self.driver.let_go(job.id)
                         self.ledger.release(self.driver.holder, [job.id])
-                    record = self.ledger.get_job(record.id)
+                    # The driver keeps its copy of a job it completed whole; else read it.
+                    record = job if job.state is JobState.COMPLETED else \
+                        self.ledger.get_job(record.id)
                     if delay is None or record.state.terminal:
                         continue
                     pause = min(max(delay, 0.01), 5.0)
@@ -193,6 +194,16 @@ class Client:
             time.sleep(max(0.0, sleep_for))
             pause = min(pause * 2, 1.0)
             record = self.ledger.get_job(record.id)
+
+    def _claim_here(self, record: JobRecord, backend: Any) -> list[JobRecord]:
+        """Lease the job to this process, taking it from a dead local holder if need be."""
+        limits = {record.backend: backend.config.max_concurrent_jobs}
+        claimed = self.ledger.claim(self.driver.holder, self.lease_ttl, job_id=record.id,
+                                    max_concurrent=limits)
+        if not claimed and self.ledger.reap_dead_local_leases(self.driver.holder):
+            claimed = self.ledger.claim(self.driver.holder, self.lease_ttl, job_id=record.id,
+                                        max_concurrent=limits)
+        return claimed
 
     def engine_alive(self) -> bool:
         return bool(self.ledger.live_engines())

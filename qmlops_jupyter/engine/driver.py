@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..backends.base import Backend, JobHandle, ProviderState
 from ..errors import ProviderError, QmlopsError
+from ..models import JobResult
 from ..states import JobState, is_legal
 
 if TYPE_CHECKING:
@@ -272,10 +273,16 @@ class Driver:
             waited = (job.started_at - job.submitted_at).total_seconds()
             phases["queue"] = max(0.0, waited - phases.get("transpile", 0.0))
         for old in (job.state, S.CANCELLING):
-            if self.ledger.complete(job.id, old, counts=counts, metadata=result.metadata,
-                                    actor=self.holder, holder=self.holder, phases=phases,
-                                    message=None if old is job.state else
-                                    "finished before the cancel took effect"):
+            at = self.ledger.complete(job.id, old, counts=counts, metadata=result.metadata,
+                                      actor=self.holder, holder=self.holder, phases=phases,
+                                      message=None if old is job.state else
+                                      "finished before the cancel took effect")
+            if at is not None:
+                # Keep the caller's copy whole, so it need not read the job back.
+                job.state, job.phases = S.COMPLETED, phases
+                job.updated_at = job.finished_at = at
+                job.result = JobResult(counts=counts, shots=job.shots,
+                                       metadata=dict(result.metadata))
                 self.handles.pop(job.id, None)
                 return None
             if old is S.CANCELLING:

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, overload
 
 from sqlalchemy import (
     Connection,
@@ -150,8 +150,13 @@ class Ledger:
         phases: dict[str, float] | None = None,
         lease_holder: str | None = None,
         lease_ttl: float = 30.0,
+        max_concurrent: int | None = None,
     ) -> tuple[JobRecord, bool]:
         """Insert a job in CREATED with its circuits; return ``(job, created)``.
+
+        With ``lease_holder``, the new job is leased to it in the same transaction (a caller
+        about to run it saves a claim), unless ``max_concurrent`` jobs of the backend are
+        already in flight: then it is left for whoever gets a slot first.
 
         With an idempotency key already used by this owner, return that job when the request is
         the same (``created`` is False) and raise IdempotencyConflict when it differs.
@@ -189,6 +194,10 @@ class Ledger:
         }
         try:
             with self._write() as conn:
+                if lease_holder is not None and max_concurrent is not None:
+                    self._serialise_claims(conn)
+                    if self.count_in_flight(conn, backend) >= max_concurrent:
+                        row["lease_holder"] = row["lease_expires_at"] = None
                 conn.execute(insert(jobs), row)
                 conn.execute(
                     insert(payloads),
@@ -325,7 +334,14 @@ class Ledger:
                 qasm3=rendered))
         return rendered
 
-    def count_in_flight(self, conn: Connection | None = None) -> dict[str, int]:
+    @overload
+    def count_in_flight(self, conn: Connection | None = None) -> dict[str, int]: ...
+
+    @overload
+    def count_in_flight(self, conn: Connection | None, backend: str) -> int: ...
+
+    def count_in_flight(self, conn: Connection | None = None,
+                        backend: str | None = None) -> dict[str, int] | int:
         """Jobs holding a concurrency slot, per backend (leased CREATED jobs count too)."""
         now = self.clock()
         query = (
@@ -339,10 +355,14 @@ class Ledger:
             )
             .group_by(jobs.c.backend)
         )
+        if backend is not None:
+            query = query.where(jobs.c.backend == backend)
         if conn is not None:
-            return dict(conn.execute(query).tuples().all())
-        with self._read() as c:
-            return dict(c.execute(query).tuples().all())
+            counts = dict(conn.execute(query).tuples().all())
+        else:
+            with self._read() as c:
+                counts = dict(c.execute(query).tuples().all())
+        return counts.get(backend, 0) if backend is not None else counts
 
     # -- jobs: change --------------------------------------------------------------------------
 
@@ -426,19 +446,20 @@ class Ledger:
         holder: str | None,
         message: str | None = None,
         **fields: Any,
-    ) -> bool:
-        """Write the result and mark the job COMPLETED in one transaction."""
+    ) -> datetime | None:
+        """Write the result and mark the job COMPLETED in one transaction; return the time
+        recorded (None when the job was not in ``old`` or not leased by ``holder``)."""
         with self._write() as conn:
             changed = self._transition(conn, job_id, old, JobState.COMPLETED, actor, holder,
                                        message, fields)
             if changed is None:
-                return False
+                return None
             conn.execute(
                 insert(results),
                 {"job_id": job_id, "owner": changed.owner, "counts": list(counts),
-                 "metadata": metadata, "created_at": self.clock()},
+                 "metadata": metadata, "created_at": changed.at},
             )
-        return True
+        return changed.at
 
     def note(self, job_id: str, kind: str, actor: str, message: str) -> None:
         """Append a non-transition event (recovery, retry, lease takeover)."""
