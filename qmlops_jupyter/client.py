@@ -119,6 +119,7 @@ class Client:
             idempotency_key=idempotency_key, options=options, tags=tags, timeout=timeout,
             phases=phases, lease_holder=self.driver.holder if run_here else None,
             lease_ttl=self.lease_ttl, max_concurrent=be.config.max_concurrent_jobs,
+            start=run_here,
         )
         job = Job(self, record)
         if not created:
@@ -165,14 +166,14 @@ class Client:
             if record.state.terminal or record.state is JobState.NEEDS_ATTENTION:
                 return record
             if local or not self.engine_alive():
-                claimed = [record] if leased else self._claim_here(record, backend)
-                leased = False
+                fresh, leased = leased, False
+                claimed = [record] if fresh else self._claim_here(record, backend)
                 if claimed:
                     job = claimed[0]
                     # A wait with a deadline runs local simulators in a worker process: Aer
                     # holds the GIL while it simulates, so only then can the deadline be kept.
                     delay = self.driver.advance(job, circuits=circuits, deadline=deadline,
-                                                isolate=deadline is not None)
+                                                isolate=deadline is not None, fresh=fresh)
                     circuits = None
                     if delay is not None and deadline is not None \
                             and time.monotonic() >= deadline:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from ..backends.base import Backend, JobHandle, ProviderState
+from ..backends.base import Backend, JobHandle, ProviderResult, ProviderState
 from ..errors import ProviderError, QmlopsError
 from ..models import JobResult
 from ..states import JobState, is_legal
@@ -85,13 +85,15 @@ class Driver:
         circuits: Sequence[Any] | None = None,
         deadline: float | None = None,
         isolate: bool | None = None,
+        fresh: bool = False,
     ) -> float | None:
         """Take the job one step. Returns the seconds until it needs another look, or None when
         this driver is done with it (finished, needs a person, or no longer ours).
 
         ``circuits`` spares a reload when the caller still holds them; ``deadline`` (monotonic)
         bounds how long a local run may block this call; ``isolate`` overrides
-        :attr:`isolate_local` for this call.
+        :attr:`isolate_local` for this call; ``fresh`` says a SUBMITTING job was just created
+        that way by this caller (see ``Ledger.create_job(start=True)``), not cut off.
         """
         self._isolate = self.isolate_local if isolate is None else isolate
         try:
@@ -105,6 +107,8 @@ class Driver:
         if state is S.CREATED:
             return self._submit(job, backend, circuits, deadline)
         if state is S.SUBMITTING:
+            if fresh:
+                return self._submit(job, backend, circuits, deadline, from_state=S.SUBMITTING)
             return self._resume_submitting(job, backend, circuits, deadline)
         if state in (S.QUEUED, S.RUNNING):
             handle = self.handles.get(job.id) or self._reattach(job, backend)
@@ -230,40 +234,47 @@ class Driver:
     def _finish_local(
         self, job: JobRecord, handle: JobHandle, deadline: float | None
     ) -> float | None:
-        """Wait for a job running in this process, renewing the lease and watching for cancel
-        requests and the job's timeout while it runs."""
-        renew_every = max(0.05, min(1.0, self.lease_ttl / 3))
+        """Wait for a job running on this machine, renewing the lease and watching for cancel
+        requests, the job's timeout and the caller's deadline while it runs."""
+        isolated = getattr(self, "_isolate", self.isolate_local)
+        # An in-thread run holds the GIL and cannot be interrupted: wake only to keep the
+        # lease. A worker-process run can be stopped: look at the ledger every second.
+        renew_every = max(0.05, self.lease_ttl / 3 if not isolated else min(1.0,
+                                                                             self.lease_ttl / 3))
         while True:
-            remaining = self._remaining(job)
-            wait_for = renew_every if remaining is None else max(0.0, min(renew_every, remaining))
+            waits = [renew_every, self._remaining(job)]
+            if deadline is not None:
+                waits.append(deadline - self.monotonic())
+            wait_for = max(0.0, min(w for w in waits if w is not None))
             try:
-                handle.result(timeout=wait_for)
+                result = handle.result(timeout=wait_for)
             except TimeoutError:
                 pass
-            except ProviderError:
-                return self._finish(job, handle)  # _finish turns the error into the job's end
+            except ProviderError as exc:
+                return self._provider_error(job, self.registry.get(job.backend), exc,
+                                            during="result")
             else:
-                return self._finish(job, handle)
+                return self._finish(job, handle, result)
             if self._timed_out(job):
                 return self._time_out(job)
-            if job.id not in self.ledger.renew_leases(self.holder, self.lease_ttl, [job.id]):
+            state = self.ledger.renew_lease(self.holder, self.lease_ttl, job.id)
+            if state is None:  # no longer ours (taken over, or finished by someone else)
                 self._abandon(job.id, handle)
-                fresh = self._refresh(job)
-                if fresh is not None and fresh.state is S.CANCELLING:
-                    return self._cancel(fresh, self.registry.get(job.backend))
                 return None
-            fresh = self._refresh(job)
-            if fresh is not None and fresh.state is S.CANCELLING:
-                return self._cancel(fresh, self.registry.get(job.backend))
+            if state is S.CANCELLING:
+                job.state = state
+                return self._cancel(job, self.registry.get(job.backend))
             if deadline is not None and self.monotonic() >= deadline:
                 return 0.0  # the caller's wait ran out; the lease is still ours
 
-    def _finish(self, job: JobRecord, handle: JobHandle) -> float | None:
-        try:
-            result = handle.result()
-        except ProviderError as exc:
-            return self._provider_error(job, self.registry.get(job.backend), exc,
-                                        during="result")
+    def _finish(self, job: JobRecord, handle: JobHandle,
+                result: ProviderResult | None = None) -> float | None:
+        if result is None:
+            try:
+                result = handle.result()
+            except ProviderError as exc:
+                return self._provider_error(job, self.registry.get(job.backend), exc,
+                                            during="result")
         post = time.perf_counter()
         counts = [dict(c) for c in result.counts]
         run_seconds = self._since(job.started_at or job.submitted_at)

@@ -93,6 +93,7 @@ class JobRow(Base):
         Index("ix_jobs_owner_state_created", "owner", "state", "created_at", "id"),
         Index("ix_jobs_owner_backend_created", "owner", "backend", "created_at", "id"),
         Index("ix_jobs_state_next_attempt", "state", "next_attempt_at"),
+        Index("ix_jobs_backend_state", "backend", "state"),
     )
 
 

@@ -14,7 +14,7 @@ import os
 import socket
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple, overload
 
@@ -26,9 +26,11 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    literal,
     or_,
     select,
     text,
+    tuple_,
     update,
 )
 from sqlalchemy.exc import IntegrityError
@@ -36,7 +38,15 @@ from sqlalchemy.exc import IntegrityError
 from ..errors import IdempotencyConflict, IllegalTransition, InvalidRequest, JobNotFound
 from ..models import CircuitInfo, JobEvent, JobPage, JobRecord, JobResult
 from ..states import ACTIVE_STATES, IN_FLIGHT_STATES, TERMINAL_STATES, JobState, is_legal
-from .orm import EngineRow, JobEventRow, JobPayloadRow, JobResultRow, JobRow, utcnow
+from .orm import (
+    EngineRow,
+    JobEventRow,
+    JobPayloadRow,
+    JobResultRow,
+    JobRow,
+    UTCDateTime,
+    utcnow,
+)
 
 if TYPE_CHECKING:
     from ..circuits import PreparedCircuits
@@ -151,12 +161,14 @@ class Ledger:
         lease_holder: str | None = None,
         lease_ttl: float = 30.0,
         max_concurrent: int | None = None,
+        start: bool = False,
     ) -> tuple[JobRecord, bool]:
         """Insert a job in CREATED with its circuits; return ``(job, created)``.
 
         With ``lease_holder``, the new job is leased to it in the same transaction (a caller
         about to run it saves a claim), unless ``max_concurrent`` jobs of the backend are
-        already in flight: then it is left for whoever gets a slot first.
+        already in flight: then it is left for whoever gets a slot first. With ``start`` too,
+        a leased job also moves on to SUBMITTING in that transaction (both events logged).
 
         With an idempotency key already used by this owner, return that job when the request is
         the same (``created`` is False) and raise IdempotencyConflict when it differs.
@@ -198,18 +210,23 @@ class Ledger:
                     self._serialise_claims(conn)
                     if self.count_in_flight(conn, backend) >= max_concurrent:
                         row["lease_holder"] = row["lease_expires_at"] = None
+                started = start and row["lease_holder"] is not None
+                if started:
+                    row.update(state=JobState.SUBMITTING.value, submitted_at=now)
                 conn.execute(insert(jobs), row)
                 conn.execute(
                     insert(payloads),
                     {"job_id": job_id, "owner": owner, "qpy": prepared.qpy,
                      "qasm3": prepared.qasm3},
                 )
-                conn.execute(
-                    insert(events),
-                    {"job_id": job_id, "owner": owner, "at": now, "kind": "transition",
-                     "from_state": None, "to_state": JobState.CREATED.value, "actor": actor,
-                     "message": f"{len(prepared.infos)} circuit(s), {shots} shots on {backend}"},
-                )
+                created_event = {
+                    "job_id": job_id, "owner": owner, "at": now, "kind": "transition",
+                    "from_state": None, "to_state": JobState.CREATED.value, "actor": actor,
+                    "message": f"{len(prepared.infos)} circuit(s), {shots} shots on {backend}"}
+                conn.execute(insert(events), [created_event, {
+                    **created_event, "from_state": JobState.CREATED.value,
+                    "to_state": JobState.SUBMITTING.value, "actor": lease_holder,
+                    "message": None}] if started else [created_event])
         except IntegrityError:
             # Lost a race on the idempotency key: the other insert won, and nothing of ours
             # was written (the transaction rolled back whole).
@@ -281,10 +298,9 @@ class Ledger:
             query = query.where(jobs.c.backend == backend)
         if cursor:
             created, last_id = _decode_cursor(cursor)
-            query = query.where(
-                or_(jobs.c.created_at < created,
-                    and_(jobs.c.created_at == created, jobs.c.id < last_id))
-            )
+            # A row-value comparison lets both databases seek in the index to the page.
+            query = query.where(tuple_(jobs.c.created_at, jobs.c.id)
+                                < tuple_(literal(created, UTCDateTime()), literal(last_id)))
         query = query.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit + 1)
         with self._read() as conn:
             rows = conn.execute(query).mappings().all()
@@ -344,25 +360,19 @@ class Ledger:
                         backend: str | None = None) -> dict[str, int] | int:
         """Jobs holding a concurrency slot, per backend (leased CREATED jobs count too)."""
         now = self.clock()
-        query = (
-            select(jobs.c.backend, func.count())
-            .where(
-                or_(
-                    jobs.c.state.in_(_IN_FLIGHT),
-                    and_(jobs.c.state == JobState.CREATED.value,
-                         jobs.c.lease_holder.is_not(None), jobs.c.lease_expires_at >= now),
-                )
-            )
-            .group_by(jobs.c.backend)
+        holding = or_(
+            jobs.c.state.in_(_IN_FLIGHT),
+            and_(jobs.c.state == JobState.CREATED.value,
+                 jobs.c.lease_holder.is_not(None), jobs.c.lease_expires_at >= now),
         )
         if backend is not None:
-            query = query.where(jobs.c.backend == backend)
-        if conn is not None:
-            counts = dict(conn.execute(query).tuples().all())
+            query = select(func.count()).where(jobs.c.backend == backend, holding)
         else:
-            with self._read() as c:
-                counts = dict(c.execute(query).tuples().all())
-        return counts.get(backend, 0) if backend is not None else counts
+            query = select(jobs.c.backend, func.count()).where(holding).group_by(jobs.c.backend)
+        with (nullcontext(conn) if conn is not None else self._read()) as c:
+            if backend is not None:
+                return int(c.execute(query).scalar_one())
+            return dict(c.execute(query).tuples().all())
 
     # -- jobs: change --------------------------------------------------------------------------
 
@@ -593,6 +603,18 @@ class Ledger:
             ).scalars().all()
         return set(held)
 
+    def renew_lease(self, holder: str, ttl: float, job_id: str) -> JobState | None:
+        """Extend one lease and say what state the job is in now; None if not ours anymore."""
+        with self._write() as conn:
+            state = conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.lease_holder == holder,
+                       jobs.c.state.in_(_ACTIVE))
+                .values(lease_expires_at=self.clock() + timedelta(seconds=ttl))
+                .returning(jobs.c.state)
+            ).scalar_one_or_none()
+        return None if state is None else JobState(state)
+
     def release(self, holder: str, job_ids: Sequence[str] | None = None) -> int:
         """Give up leases (all of the holder's, or the listed ones)."""
         with self._write() as conn:
@@ -726,16 +748,17 @@ def _record(row: Any, result_row: Any) -> JobRecord:
                        if not k.startswith("_")}
     data["phases"] = data["phases"] or {}
     data["tags"] = data["tags"] or {}
-    record = JobRecord.model_construct(**data)
-    record.state = JobState(row["state"])
-    record.circuits = [CircuitInfo.model_construct(**c) for c in row.get("circuits") or []]
     counts = result_row.get("result_counts") if result_row is not None else None
-    record.result = (
-        JobResult(counts=counts, shots=row["shots"],
-                  metadata=result_row.get("result_metadata") or {})
+    # Every field is passed: model_construct would otherwise run the default factories, which
+    # costs more than the rest of the conversion.
+    data["state"] = JobState(row["state"])
+    data["circuits"] = [CircuitInfo.model_construct(**c) for c in row.get("circuits") or []]
+    data["result"] = (
+        JobResult.model_construct(counts=counts, shots=row["shots"],
+                                  metadata=result_row.get("result_metadata") or {})
         if counts is not None else None
     )
-    return record
+    return JobRecord.model_construct(**data)
 
 
 def _encode_cursor(created_at: datetime, job_id: str) -> str:

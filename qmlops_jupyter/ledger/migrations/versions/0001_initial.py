@@ -57,6 +57,7 @@ def upgrade() -> None:
         "ix_jobs_owner_backend_created", "jobs", ["owner", "backend", "created_at", "id"]
     )
     op.create_index("ix_jobs_state_next_attempt", "jobs", ["state", "next_attempt_at"])
+    op.create_index("ix_jobs_backend_state", "jobs", ["backend", "state"])
 
     op.create_table(
         "job_events",
@@ -118,6 +119,7 @@ def downgrade() -> None:
     op.drop_table("job_payloads")
     op.drop_index("ix_job_events_job_seq", table_name="job_events")
     op.drop_table("job_events")
+    op.drop_index("ix_jobs_backend_state", table_name="jobs")
     op.drop_index("ix_jobs_state_next_attempt", table_name="jobs")
     op.drop_index("ix_jobs_owner_backend_created", table_name="jobs")
     op.drop_index("ix_jobs_owner_state_created", table_name="jobs")
