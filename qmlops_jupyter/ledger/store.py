@@ -179,7 +179,7 @@ class Ledger:
                 return existing, False
         now = self.clock()
         job_id = new_job_id()
-        circuit_dicts = [info.model_dump() for info in prepared.infos]
+        circuit_dicts = [dict(info.__dict__) for info in prepared.infos]
         row = {
             "id": job_id,
             "owner": owner,
