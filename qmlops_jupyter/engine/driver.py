@@ -75,6 +75,7 @@ class Driver:
         self.monotonic = monotonic
         #: Provider handles of jobs this driver submitted or re-attached, by job id.
         self.handles: dict[str, JobHandle] = {}
+        self._isolated: dict[str, bool] = {}
 
     # -- the one entry point -------------------------------------------------------------------
 
@@ -95,7 +96,15 @@ class Driver:
         :attr:`isolate_local` for this call; ``fresh`` says a SUBMITTING job was just created
         that way by this caller (see ``Ledger.create_job(start=True)``), not cut off.
         """
-        self._isolate = self.isolate_local if isolate is None else isolate
+        # Per job, not per driver: one driver may advance several jobs from several threads.
+        self._isolated[job.id] = self.isolate_local if isolate is None else isolate
+        more = self._step(job, circuits, deadline, fresh)
+        if more is None:
+            self._isolated.pop(job.id, None)
+        return more
+
+    def _step(self, job: JobRecord, circuits: Sequence[Any] | None, deadline: float | None,
+              fresh: bool) -> float | None:
         try:
             backend = self.registry.get(job.backend)
         except QmlopsError as exc:
@@ -138,7 +147,7 @@ class Driver:
         if circuits is None:
             circuits = self.ledger.load_circuits(job.id)
         options = dict(job.options)
-        if backend.capabilities.local and getattr(self, "_isolate", self.isolate_local):
+        if backend.capabilities.local and self._isolated.get(job.id, self.isolate_local):
             options["isolate"] = True
         try:
             handle = backend.submit(circuits, job.shots, options)
@@ -236,7 +245,7 @@ class Driver:
     ) -> float | None:
         """Wait for a job running on this machine, renewing the lease and watching for cancel
         requests, the job's timeout and the caller's deadline while it runs."""
-        isolated = getattr(self, "_isolate", self.isolate_local)
+        isolated = self._isolated.get(job.id, self.isolate_local)
         # An in-thread run holds the GIL and cannot be interrupted: wake only to keep the
         # lease. A worker-process run can be stopped: look at the ledger every second.
         renew_every = max(0.05, self.lease_ttl / 3 if not isolated else min(1.0,
@@ -292,7 +301,7 @@ class Driver:
                 # Keep the caller's copy whole, so it need not read the job back.
                 job.state, job.phases = S.COMPLETED, phases
                 job.updated_at = job.finished_at = at
-                job.result = JobResult(counts=counts, shots=job.shots,
+                job.result = JobResult.model_construct(counts=counts, shots=job.shots,
                                        metadata=dict(result.metadata))
                 self.handles.pop(job.id, None)
                 return None
