@@ -170,10 +170,12 @@ class Client:
                 claimed = [record] if fresh else self._claim_here(record, backend)
                 if claimed:
                     job = claimed[0]
-                    # A wait with a deadline runs local simulators in a worker process: Aer
-                    # holds the GIL while it simulates, so only then can the deadline be kept.
+                    # Aer holds the GIL while it simulates: a wait with a deadline, or a big
+                    # job, runs in a worker process so this one stays responsive (and keeps
+                    # its lease); small jobs run right here, as fast as Aer itself.
+                    isolate = deadline is not None or backend.prefers_isolation(job.circuits)
                     delay = self.driver.advance(job, circuits=circuits, deadline=deadline,
-                                                isolate=deadline is not None, fresh=fresh)
+                                                isolate=isolate, fresh=fresh)
                     circuits = None
                     if delay is not None and deadline is not None \
                             and time.monotonic() >= deadline:

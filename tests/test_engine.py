@@ -345,3 +345,39 @@ def test_engine_host_stays_responsive_during_a_long_simulation(tmp_path: Path) -
     worst_gap, state = asyncio.run(scenario())
     assert state is S.COMPLETED
     assert worst_gap < 0.5, f"event loop froze for {worst_gap:.2f} s"
+
+
+def test_waiting_caller_runs_big_jobs_in_a_worker_and_small_ones_in_thread(
+    tmp_path: Path,
+) -> None:
+    """A notebook waiting on a big simulation keeps its other threads (widgets, comms) alive;
+    a small job runs in the caller's thread, as fast as Aer itself."""
+    import threading
+
+    client = _client(tmp_path / "home")
+    aer = client.registry.get("aer")
+    client.submit(BELL_QASM2, shots=100, wait=True)
+    assert aer._pool is None  # small: no worker process was started
+
+    gaps: list[float] = []
+    done = threading.Event()
+
+    def ticker() -> None:
+        last = time.monotonic()
+        while not done.is_set():
+            time.sleep(0.02)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    thread = threading.Thread(target=ticker)
+    thread.start()
+    try:
+        job = client.submit(slow_circuits(count=2), shots=10, wait=True)
+    finally:
+        done.set()
+        thread.join()
+    assert job.record.state is S.COMPLETED
+    assert aer._pool is not None
+    assert max(gaps) < 0.5, f"the caller's other threads froze for {max(gaps):.2f} s"
+    aer.close()

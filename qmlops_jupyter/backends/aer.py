@@ -36,6 +36,9 @@ CLIFFORD_OPS = frozenset(
      "measure", "barrier", "reset", "delay"}
 )
 _NON_GATES = frozenset({"measure", "barrier", "reset", "delay"})
+#: Gates x amplitudes of state-vector work above which a waiting caller's job still runs in a
+#: worker process (a 20-qubit, 800-gate circuit is ~8e8 and takes about a second here).
+ISOLATE_ABOVE = 10**8
 
 
 class AerBackend(Backend):
@@ -75,6 +78,12 @@ class AerBackend(Backend):
         if method == "automatic":
             return not set(info.gate_counts) <= CLIFFORD_OPS
         return method == "statevector"
+
+    def prefers_isolation(self, circuits: Sequence[CircuitInfo]) -> bool:
+        # Roughly 0.1-0.2 s of state-vector work on these machines: past it, a run in the
+        # caller's thread would freeze the caller (a kernel's widgets, its lease renewals).
+        work = sum(c.size * 2**c.num_qubits for c in circuits if self.needs_statevector(c))
+        return work > ISOLATE_ABOVE
 
     def submit(
         self, circuits: Sequence[QuantumCircuit], shots: int, options: dict[str, Any]

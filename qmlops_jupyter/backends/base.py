@@ -110,6 +110,11 @@ class Backend(ABC):
         """Rebuild a handle for a job submitted earlier (maybe by another process)."""
         raise NotImplementedError(f"backend {self.name} cannot re-attach to jobs")
 
+    def prefers_isolation(self, circuits: Sequence[CircuitInfo]) -> bool:
+        """For local backends: whether a job this big should run outside the caller's process
+        even when the caller waits for it (see ``submit``'s ``isolate`` option)."""
+        return False
+
     def warm_up(self) -> None:  # noqa: B027 - optional
         """Prepare to run (start workers, open sessions) before the first job arrives."""
 
