@@ -381,3 +381,38 @@ def test_waiting_caller_runs_big_jobs_in_a_worker_and_small_ones_in_thread(
     assert aer._pool is not None
     assert max(gaps) < 0.5, f"the caller's other threads froze for {max(gaps):.2f} s"
     aer.close()
+
+
+def test_cancelling_one_aer_job_does_not_lose_its_neighbour(tmp_path: Path) -> None:
+    """Cancelling a running simulation kills the worker processes; a job that shared them is
+    re-run, not failed."""
+    client = _client(tmp_path / "home")
+
+    async def scenario() -> tuple[JobState, JobState, list[str]]:
+        engine = Engine(client.ledger, client.registry, tick=0.1, lease_ttl=5,
+                        wake_dir=client.settings.home / "run",
+                        retry=RetryPolicy(base=0.1, cap=0.5))
+        await engine.start()
+        try:
+            victim = client.submit(slow_circuits(count=4), shots=10, name="victim")
+            neighbour = client.submit(slow_circuits(count=2), shots=10, name="neighbour")
+            deadline = time.monotonic() + 60
+            while not (victim.state is S.RUNNING and neighbour.state is S.RUNNING):
+                await asyncio.sleep(0.05)
+                assert time.monotonic() < deadline
+            await asyncio.sleep(0.3)
+            victim.cancel()
+            while not (victim.state.terminal and neighbour.state.terminal):
+                await asyncio.sleep(0.05)
+                assert time.monotonic() < deadline
+            kinds = [e.kind for e in neighbour.events()]
+            return victim.state, neighbour.state, kinds
+        finally:
+            await engine.stop()
+
+    victim, neighbour, kinds = asyncio.run(scenario())
+    assert victim is S.CANCELLED
+    assert neighbour is S.COMPLETED
+    # Both ran side by side in the worker pool, so the kill reached the neighbour too: it was
+    # retried and re-run, then completed.
+    assert "retry" in kinds and "recovered" in kinds, kinds

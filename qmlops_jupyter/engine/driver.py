@@ -364,7 +364,9 @@ class Driver:
                 job.id, self.holder, attempts=attempts, error=str(exc), error_kind="transient",
                 next_attempt_at=_after(self.ledger.clock(), delay),
             )
-            if during == "submit":
+            if during in ("submit", "result"):
+                # Nothing to wait on any more (a refused submit, a dead local worker): the next
+                # step submits again, or re-runs the simulator job.
                 self.handles.pop(job.id, None)
             return delay
         if kind == "auth" and during != "submit":
