@@ -20,7 +20,17 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchlib import BenchResult, Row, log, median, profile_call, settle, summary, timed
+from benchlib import (
+    BenchResult,
+    Row,
+    interleaved,
+    log,
+    median,
+    profile_call,
+    settle,
+    summary,
+    timed,
+)
 
 TARGET_RATIO = 1.05
 
@@ -65,17 +75,10 @@ def run(args: Any) -> BenchResult:
     timed(lambda: raw(1))
     timed(lambda: ours(1))
     settle()
-    raw_t: list[float] = []
-    ours_t: list[float] = []
-    match = True
-    for rep in range(reps):
-        seed = 1000 + rep
-        t_raw, c_raw = timed(lambda s=seed: raw(s))
-        t_ours, c_ours = timed(lambda s=seed: ours(s))
-        raw_t.append(t_raw)
-        ours_t.append(t_ours)
-        match = match and _as_list(c_raw) == c_ours
-        log(f"[batch]   rep {rep + 1}/{reps}: raw {t_raw:.3f} s, ours {t_ours:.3f} s")
+    raw_t, ours_t, match = interleaved(
+        raw, ours, [1000 + rep for rep in range(reps)],
+        lambda a, b: _as_list(a) == b, label="batch",
+    )
 
     last = client.jobs(limit=1)[0].record
     ratio = median(ours_t) / median(raw_t)

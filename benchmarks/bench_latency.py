@@ -18,6 +18,7 @@ from typing import Any
 from benchlib import (
     BenchResult,
     Row,
+    interleaved,
     log,
     median,
     percentile,
@@ -67,16 +68,9 @@ def run(args: Any) -> BenchResult:
         timed(lambda s=i: raw(s))
         timed(lambda s=i: ours(s))
     settle()
-    raw_t: list[float] = []
-    ours_t: list[float] = []
-    match = True
-    for i in range(n):
-        seed = 10_000 + i
-        t_raw, c_raw = timed(lambda s=seed: raw(s))
-        t_ours, c_ours = timed(lambda s=seed: ours(s))
-        raw_t.append(t_raw)
-        ours_t.append(t_ours)
-        match = match and [c_raw] == c_ours
+    raw_t, ours_t, match = interleaved(
+        raw, ours, [10_000 + i for i in range(n)], lambda a, b: [a] == b
+    )
     added_ms = [(o - r) * 1e3 for o, r in zip(ours_t, raw_t, strict=True)]
     last = client.jobs(limit=1)[0]
     events = [(e.from_state, e.to_state) for e in last.events() if e.kind == "transition"]

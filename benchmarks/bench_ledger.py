@@ -76,21 +76,13 @@ class Templates:
 
     def __init__(self) -> None:
         import numpy as np
-        from qiskit import QuantumCircuit
         from qiskit.circuit.library import real_amplitudes
         from qiskit_aer import AerSimulator
 
         from qmlops_jupyter.circuits import prepare
+        from qmlops_jupyter.cli.demo import demo_circuits
 
-        bell = QuantumCircuit(2, name="bell")
-        bell.h(0)
-        bell.cx(0, 1)
-        bell.measure_all()
-        ghz = QuantumCircuit(3, name="ghz3")
-        ghz.h(0)
-        ghz.cx(0, 1)
-        ghz.cx(1, 2)
-        ghz.measure_all()
+        bell, ghz = (circuit for _, circuit, _ in demo_circuits()[:2])
         ansatz = real_amplitudes(4, reps=2).decompose()
         ansatz.measure_all()
         rng = np.random.default_rng(7)

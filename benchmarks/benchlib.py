@@ -102,6 +102,26 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - started, out
 
 
+def interleaved(
+    raw: Callable[[int], Any], ours: Callable[[int], Any], seeds: Sequence[int],
+    same: Callable[[Any, Any], bool], label: str | None = None,
+) -> tuple[list[float], list[float], bool]:
+    """Time raw(seed) then ours(seed) for each seed, so a slow stretch of the machine hits both
+    sides; returns both lists of seconds and whether every pair of results agreed."""
+    raw_t: list[float] = []
+    ours_t: list[float] = []
+    match = True
+    for i, seed in enumerate(seeds):
+        t_raw, c_raw = timed(lambda s=seed: raw(s))
+        t_ours, c_ours = timed(lambda s=seed: ours(s))
+        raw_t.append(t_raw)
+        ours_t.append(t_ours)
+        match = match and same(c_raw, c_ours)
+        if label:
+            log(f"[{label}]   rep {i + 1}/{len(seeds)}: raw {t_raw:.3f} s, ours {t_ours:.3f} s")
+    return raw_t, ours_t, match
+
+
 def settle() -> None:
     """Collect garbage once, before a benchmark's timed loop."""
     gc.collect()

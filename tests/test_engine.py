@@ -90,7 +90,7 @@ def test_remote_job_is_queued_polled_and_completed(setup, clock) -> None:
     assert transitions(ledger, job_id) == [
         (None, "CREATED"), ("CREATED", "SUBMITTING"), ("SUBMITTING", "QUEUED"),
         ("QUEUED", "RUNNING"), ("RUNNING", "COMPLETED")]
-    assert set(job.phases) >= {"validate", "queue", "run", "post_process"} - {"validate"}
+    assert set(job.phases) >= {"queue", "run", "post_process"}
 
 
 def test_poll_backoff_grows(setup, clock, cloud) -> None:

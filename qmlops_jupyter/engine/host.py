@@ -202,14 +202,14 @@ class Engine:
                                                    sorted(self._held))
 
     def _recover_dead_engines(self) -> None:
-        """Free the leases of engines on this host that died (kill -9, OOM) so their jobs are
-        recovered now rather than when the leases expire."""
+        """Engines on this host that died (kill -9, OOM): mark them stopped, so clients stop
+        counting on them, and take their jobs' leases back now rather than when they expire."""
         for dead in self.ledger.dead_local_holders():
             if dead != self.holder:
-                freed = self.ledger.forget_engine(dead, self.holder)
-                log.warning("engine %s is gone; took back %d job lease(s)", dead, freed,
+                self.ledger.engine_stopped(dead)
+                log.warning("engine %s is gone", dead,
                             extra={"event": "recovery", "actor": self.holder})
-        self._heartbeat()
+        self._heartbeat()  # frees dead local holders' leases (reap_dead_local_leases)
 
     def _local_backends(self) -> list[Any]:
         found = []

@@ -696,21 +696,6 @@ class Ledger:
                     ", ".join(dead), extra={"event": "lease", "actor": actor})
         return freed
 
-    def forget_engine(self, engine_id: str, actor: str) -> int:
-        """Mark a dead engine stopped and free its leases."""
-        now = self.clock()
-        with self._write() as conn:
-            conn.execute(update(engines).where(engines.c.id == engine_id)
-                         .values(stopped_at=now))
-            freed = conn.execute(
-                update(jobs).where(jobs.c.lease_holder == engine_id)
-                .values(lease_expires_at=now - timedelta(seconds=1))
-            ).rowcount
-        if freed:
-            log.info("freed %d lease(s) of dead engine %s", freed, engine_id,
-                     extra={"event": "lease", "actor": actor})
-        return freed
-
 
 # -- helpers -------------------------------------------------------------------------------------
 
