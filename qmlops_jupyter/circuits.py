@@ -107,8 +107,9 @@ def _parser_message(exc: BaseException) -> str:
 def prepare(circuits: Any, *, labels: Sequence[str] | None = None) -> PreparedCircuits:
     """Turn what a user submitted into stored form.
 
-    ``circuits`` is one circuit or a list; each is OpenQASM text (``str``/``bytes``) or a
-    ``QuantumCircuit``.
+    ``circuits`` is one circuit or a list; each is OpenQASM text (``str``/``bytes``), a
+    ``QuantumCircuit``, a Braket ``Circuit``, or a PennyLane tape, QNode (without required
+    arguments) or quantum function.
     """
     with _QISKIT_LOCK:
         return _prepare(circuits, labels)
@@ -117,7 +118,7 @@ def prepare(circuits: Any, *, labels: Sequence[str] | None = None) -> PreparedCi
 def _prepare(circuits: Any, labels: Sequence[str] | None) -> PreparedCircuits:
     from qiskit import QuantumCircuit, qpy
 
-    items = _as_list(circuits)
+    items = _expand_foreign(_as_list(circuits))
     if not items:
         raise InvalidCircuit("a job needs at least one circuit")
     parsed: list[QuantumCircuit] = []
@@ -131,7 +132,8 @@ def _prepare(circuits: Any, labels: Sequence[str] | None) -> PreparedCircuits:
             circuit, fmt, text = parse_text(item, label)
         else:
             raise InvalidCircuit(
-                f"{label}: expected OpenQASM text or a qiskit QuantumCircuit, "
+                f"{label}: expected OpenQASM text, a qiskit QuantumCircuit, a Braket Circuit "
+                "or a PennyLane tape, QNode or quantum function, "
                 f"got {type(item).__name__}"
             )
         if circuit.num_parameters:
@@ -167,8 +169,46 @@ def _prepare(circuits: Any, labels: Sequence[str] | None) -> PreparedCircuits:
     return PreparedCircuits(parsed, infos, qasm, zlib.compress(raw, 1), digest)
 
 
+def _is_pennylane(obj: Any) -> bool:
+    """A PennyLane tape or QNode."""
+    return type(obj).__module__.startswith("pennylane")
+
+
+def _is_quantum_function(obj: Any) -> bool:
+    """A plain Python function (or a partial of one): taken for a PennyLane quantum function.
+    Not any callable: Braket's ``Circuit`` is callable (it binds parameters)."""
+    import functools
+    import inspect
+
+    return inspect.isfunction(obj) or isinstance(obj, functools.partial)
+
+
+def _is_braket(obj: Any) -> bool:
+    return type(obj).__module__.startswith("braket.")
+
+
+def _expand_foreign(items: list[Any]) -> list[Any]:
+    """Braket circuits, PennyLane tapes, QNodes and quantum functions as Qiskit circuits (one
+    PennyLane object can give several: non-commuting observables, broadcast parameters)."""
+    out: list[Any] = []
+    for item in items:
+        if _is_braket(item):
+            from .interop.braket import from_braket
+
+            out.append(from_braket(item))
+        elif _is_pennylane(item) or _is_quantum_function(item):
+            from .interop.pennylane import to_qiskit
+
+            out.extend(to_qiskit(item))
+        else:
+            out.append(item)
+    return out
+
+
 def _as_list(circuits: Any) -> list[Any]:
-    if isinstance(circuits, str | bytes | bytearray):
+    # A PennyLane tape is iterable (its operations): it is one circuit, not a list.
+    if isinstance(circuits, str | bytes | bytearray) or _is_pennylane(circuits) \
+            or _is_braket(circuits):
         return [circuits]
     if isinstance(circuits, Iterable):
         try:

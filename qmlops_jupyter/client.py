@@ -90,10 +90,13 @@ class Client:
         job_timeout: float | None = None,
         wait_timeout: float | None = None,
         labels: Sequence[str] | None = None,
+        observables: Sequence[str] | None = None,
     ) -> Job:
         """Validate, record and (with ``wait=True``) run a job; return its :class:`Job`.
 
-        Nothing is written unless every check passes. Without ``wait``, an engine host picks the
+        ``observables`` (one Pauli string per circuit, e.g. ``"ZZ"``) asks for expectation
+        values too (``job.result().expectation_values``). Nothing is written unless every check
+        passes. Without ``wait``, an engine host picks the
         job up; with it, a local simulator runs the job in this process at once, and any backend
         is advanced here when no engine host is alive.
         """
@@ -104,10 +107,14 @@ class Client:
         if not be.config.enabled:
             raise BackendUnavailable(f"backend {backend!r} is disabled in backends.yaml")
         prepared = prepare(circuits, labels=labels)
-        be.validate(prepared.infos, shots)
         options: dict[str, Any] = {}
         if seed is not None:
             options["seed"] = int(seed)
+        if observables is not None:
+            options["observables"] = [o.upper() if isinstance(o, str) else o
+                                      for o in (observables if not isinstance(observables, str)
+                                                else [observables])]
+        be.validate(prepared.infos, shots, options)
         request_hash = _request_hash(backend, shots, name, options, tags, prepared.fingerprint)
         timeout = job_timeout if job_timeout is not None else be.config.job_timeout
         phases = {"validate": time.perf_counter() - started}
@@ -229,7 +236,8 @@ class Client:
             except QmlopsError as exc:
                 config = self.settings.backends().backends.get(name)
                 infos.append(BackendInfo(
-                    name=name, provider="?", simulator=False, local=False,
+                    name=name, provider="?", kind="unknown", simulator=False, local=False,
+                    credentials="-",
                     enabled=bool(config and config.enabled), available=False, status=str(exc),
                     max_qubits=config.max_qubits if config else None,
                     max_shots=config.max_shots if config else 0,

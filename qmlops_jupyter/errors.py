@@ -131,6 +131,11 @@ class TransientProviderError(ProviderError):
 
     kind = "transient"
 
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        #: Seconds the provider asked us to wait (HTTP Retry-After), when it said.
+        self.retry_after = retry_after
+
 
 class AuthProviderError(ProviderError):
     """The credential was refused: stop and tell the user."""

@@ -33,6 +33,12 @@ class JobResult(BaseModel):
     shots: int
     metadata: dict[str, Any] = Field(default_factory=dict)
 
+    @property
+    def expectation_values(self) -> list[float] | None:
+        """One value per circuit for a job submitted with ``observables``."""
+        values = self.metadata.get("expectation_values")
+        return None if values is None else [float(v) for v in values]
+
 
 class JobRecord(BaseModel):
     """A job as the ledger holds it; the JSON of ``qmlops show --json``."""
@@ -95,6 +101,7 @@ class BackendInfo(BaseModel):
     name: str
     provider: str
     description: str = ""
+    kind: str = Field(default="simulator", description="simulator or qpu")
     simulator: bool
     local: bool = Field(description="runs in this machine's processes, no provider queue")
     enabled: bool = True
@@ -106,3 +113,5 @@ class BackendInfo(BaseModel):
     native_gates: list[str] = Field(default_factory=list)
     supports_reattach: bool = False
     supports_cancel: bool = True
+    credentials: str = Field(default="not needed",
+                             description="not needed, configured or missing")

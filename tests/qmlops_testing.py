@@ -166,7 +166,7 @@ class FakeQPU(Backend):
             )
         return FakeHandle(cloud, provider_id)
 
-    def attach(self, provider_job_id: str) -> JobHandle:
+    def attach(self, provider_job_id: str, options: dict[str, Any] | None = None) -> JobHandle:
         if provider_job_id not in self.cloud.jobs:
             raise PermanentProviderError(f"no job {provider_job_id} at the fake provider")
         return FakeHandle(self.cloud, provider_job_id)

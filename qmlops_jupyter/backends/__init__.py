@@ -41,8 +41,19 @@ class BackendRegistry:
         return sorted(names)
 
     def configured_names(self) -> list[str]:
-        """Backends to list: every plugin, and every name in backends.yaml."""
-        return sorted(set(self.plugin_names()) | set(self.backends_file.backends))
+        """Backends to list: every name in backends.yaml, and the names each installed plugin
+        offers by default (a plugin whose SDK is missing is listed by its bare name)."""
+        names = set(self.backends_file.backends)
+        for plugin in self.plugin_names():
+            if any(n == plugin or n.startswith(plugin + ":") for n in names):
+                continue
+            try:
+                cls = self._classes.get(plugin) or self._load(plugin, plugin)
+            except MissingBackendDependency:
+                names.add(plugin)
+                continue
+            names.update(cls.listed_names(plugin))
+        return sorted(names)
 
     def get(self, name: str) -> Backend:
         name = (name or "").strip()
@@ -57,8 +68,8 @@ class BackendRegistry:
         plugin, _, device = name.partition(":")
         cls = self._classes.get(plugin) or self._load(plugin, name)
         config = self.backends_file.backends.get(name) or self.backends_file.backends.get(plugin)
-        backend = cls(name, config) if not device else cls(name, config, device=device)  # type: ignore[call-arg]
-        return backend
+        check_requirements(cls, plugin)
+        return cls(name, config, device=device or None)
 
     def _load(self, plugin: str, name: str) -> type[Backend]:
         matches = [ep for ep in entry_points(group=GROUP) if ep.name == plugin]
@@ -74,3 +85,22 @@ class BackendRegistry:
             ) from None
         self._classes[plugin] = cls
         return cls
+
+
+def check_requirements(cls: type[Backend], plugin: str) -> None:
+    """Refuse a backend whose SDK is not installed before anything is recorded, with the exact
+    install hint (found without importing the SDK, so it costs nothing)."""
+    from importlib.util import find_spec
+
+    for module in cls.requires:
+        try:
+            found = find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            extra = cls.extra or plugin
+            raise MissingBackendDependency(
+                f"backend {plugin!r} needs {module!r}, which is not installed; install it "
+                f"with: pip install 'qmlops-jupyter[{extra}]'"
+            )
+

@@ -22,7 +22,7 @@ from concurrent.futures.process import BrokenProcessPool
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from ..errors import PermanentProviderError, TransientProviderError, one_line
+from ..errors import PermanentProviderError, TransientProviderError, UnknownBackend, one_line
 from ..models import CircuitInfo
 from .base import Backend, Capabilities, JobHandle, ProviderResult, ProviderState, ProviderStatus
 
@@ -39,14 +39,28 @@ _NON_GATES = frozenset({"measure", "barrier", "reset", "delay"})
 #: Gates x amplitudes of state-vector work above which a waiting caller's job still runs in a
 #: worker process (a 20-qubit, 800-gate circuit is ~8e8 and takes about a second here).
 ISOLATE_ABOVE = 10**8
+#: Qiskit's JobStatus names, as an Aer job reports them.
+AER_STATES = {
+    "INITIALIZING": ProviderState.QUEUED,
+    "QUEUED": ProviderState.QUEUED,
+    "VALIDATING": ProviderState.QUEUED,
+    "RUNNING": ProviderState.RUNNING,
+    "DONE": ProviderState.DONE,
+    "ERROR": ProviderState.FAILED,
+    "CANCELLED": ProviderState.CANCELLED,
+}
 
 
 class AerBackend(Backend):
     provider = "qiskit-aer"
     description = "Qiskit Aer simulator on this machine (offline, free)"
+    provider_states = AER_STATES
 
-    def __init__(self, name: str, config: Any = None) -> None:
-        super().__init__(name, config)
+    def __init__(self, name: str, config: Any = None, device: str | None = None) -> None:
+        super().__init__(name, config, device)
+        if device:
+            raise UnknownBackend(f"unknown backend {name!r}: aer takes no device name "
+                                 "(set the simulation method in backends.yaml options)")
         self._pool: ProcessPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
@@ -205,16 +219,7 @@ class AerHandle(JobHandle):
         if self._cancelled:
             return ProviderStatus(ProviderState.CANCELLED)
         name = self._start().status().name
-        mapping = {
-            "INITIALIZING": ProviderState.QUEUED,
-            "QUEUED": ProviderState.QUEUED,
-            "VALIDATING": ProviderState.QUEUED,
-            "RUNNING": ProviderState.RUNNING,
-            "DONE": ProviderState.DONE,
-            "ERROR": ProviderState.FAILED,
-            "CANCELLED": ProviderState.CANCELLED,
-        }
-        return ProviderStatus(mapping.get(name, ProviderState.RUNNING))
+        return ProviderStatus(AER_STATES.get(name, ProviderState.RUNNING))
 
     def result(self, timeout: float | None = None) -> ProviderResult:
         if self._cancelled:

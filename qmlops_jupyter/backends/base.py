@@ -37,6 +37,9 @@ class Capabilities:
     supports_cancel: bool = True
     #: State-vector simulation needs 16 * 2**n bytes of memory; checked against this machine.
     statevector_memory: bool = False
+    #: Computes expectation values of any Pauli observable itself (an estimator primitive);
+    #: otherwise only Z/I observables are accepted, and computed from the counts.
+    estimator: bool = False
 
 
 class ProviderState(StrEnum):
@@ -63,6 +66,22 @@ class ProviderResult:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
+def expectation_from_counts(counts: dict[str, int], pauli: str) -> float:
+    """<P> for a diagonal Pauli string (only I and Z) from counts in Qiskit's bit order: the
+    string's last character acts on qubit 0, as the count keys' last bit is bit 0."""
+    total = sum(counts.values())
+    if not total:
+        return 0.0
+    width = len(pauli)
+    mask = [i for i, ch in enumerate(reversed(pauli)) if ch == "Z"]
+    value = 0
+    for key, n in counts.items():
+        bits = key.zfill(width)[::-1]
+        parity = sum(bits[i] == "1" for i in mask if i < len(bits)) % 2
+        value += -n if parity else n
+    return value / total
+
+
 class JobHandle(ABC):
     """A job at a provider. Rebuildable from ``provider_job_id`` when the backend supports
     re-attach."""
@@ -81,14 +100,32 @@ class JobHandle(ABC):
 
 
 class Backend(ABC):
-    """Base of every backend adapter. Subclasses set ``provider`` and ``capabilities``."""
+    """Base of every backend adapter. Subclasses set ``provider`` and ``capabilities``.
+
+    A backend name is ``plugin`` or ``plugin:device`` (``ibm:fake_manila``,
+    ``pennylane:lightning.qubit``); the part after the first colon arrives as ``device``.
+    """
 
     provider: ClassVar[str] = "unknown"
     description: ClassVar[str] = ""
+    #: The provider's job states (as it names them) -> ours; the conformance suite checks it.
+    provider_states: ClassVar[dict[str, ProviderState]] = {}
+    #: Top-level modules the adapter needs (its SDK), checked before the backend is built;
+    #: ``extra`` is the ``pip install 'qmlops-jupyter[extra]'`` that brings them.
+    requires: ClassVar[tuple[str, ...]] = ()
+    extra: ClassVar[str | None] = None
 
-    def __init__(self, name: str, config: BackendConfig | None = None) -> None:
+    def __init__(self, name: str, config: BackendConfig | None = None,
+                 device: str | None = None) -> None:
         self.name = name
         self.config = config or BackendConfig()
+        self.device = device
+
+    @classmethod
+    def listed_names(cls, plugin: str) -> list[str]:
+        """Names ``qmlops backends`` shows for this plugin when backends.yaml names none of
+        them (no network: a listing must be instant)."""
+        return [plugin]
 
     # -- what a plugin writes ------------------------------------------------------------------
 
@@ -102,13 +139,28 @@ class Backend(ABC):
     ) -> JobHandle:
         """Send the circuits; return a handle. Raise ProviderError subclasses on failure.
 
-        ``options`` holds the job's run options (``seed``) and, for local backends,
-        ``isolate``: run outside the calling process so it stays responsive.
+        ``options`` holds the job's run options: ``seed``; ``observables`` (one Pauli string
+        per circuit, Qiskit's qubit order, for expectation values); ``credential`` (an alias,
+        never a secret); ``job_id`` and ``tags`` (the ledger's, for the provider's job tags);
+        and, for local backends, ``isolate``: run outside the calling process so it stays
+        responsive.
         """
 
-    def attach(self, provider_job_id: str) -> JobHandle:
-        """Rebuild a handle for a job submitted earlier (maybe by another process)."""
+    def attach(self, provider_job_id: str, options: dict[str, Any] | None = None) -> JobHandle:
+        """Rebuild a handle for a job submitted earlier (maybe by another process).
+
+        ``options`` are the job's, as given to :meth:`submit` (its credential alias, say).
+        """
         raise NotImplementedError(f"backend {self.name} cannot re-attach to jobs")
+
+    def credential_status(self) -> str:
+        """``not needed`` (local, free), ``configured`` or ``missing``; no network."""
+        return "not needed"
+
+    def availability(self) -> tuple[bool, str]:
+        """Whether the backend can take jobs now, and why not; answers within a second or
+        two (a cached answer, or what the device last reported)."""
+        return True, "ok"
 
     def prefers_isolation(self, circuits: Sequence[CircuitInfo]) -> bool:
         """For local backends: whether a job this big should run outside the caller's process
@@ -131,7 +183,8 @@ class Backend(ABC):
         limits = [q for q in (self.config.max_qubits, self.capabilities.max_qubits) if q]
         return min(limits) if limits else None
 
-    def validate(self, circuits: Sequence[CircuitInfo], shots: int) -> None:
+    def validate(self, circuits: Sequence[CircuitInfo], shots: int,
+                 options: dict[str, Any] | None = None) -> None:
         """Every check that can be made before anything is sent."""
         if isinstance(shots, bool) or not isinstance(shots, int):
             raise InvalidRequest(f"shots must be a whole number, not {shots!r}")
@@ -142,6 +195,7 @@ class Backend(ABC):
                 f"shots {shots} is over the limit of {self.config.max_shots} for backend "
                 f"{self.name} (max_shots in backends.yaml)"
             )
+        self._check_observables(circuits, options.get("observables") if options else None)
         limit = self.max_qubits
         for info in circuits:
             if limit is not None and info.num_qubits > limit:
@@ -152,6 +206,27 @@ class Backend(ABC):
         if self.capabilities.statevector_memory:
             self._check_memory(circuits)
         self.check(circuits, shots)
+
+    def _check_observables(self, circuits: Sequence[CircuitInfo], observables: Any) -> None:
+        if observables is None:
+            return
+        if not isinstance(observables, list | tuple) or len(observables) != len(circuits):
+            raise InvalidRequest(
+                f"observables must be a list of one Pauli string per circuit "
+                f"({len(circuits)} circuits)")
+        for info, pauli in zip(circuits, observables, strict=True):
+            if not isinstance(pauli, str) or not pauli or set(pauli.upper()) - set("IXYZ"):
+                raise InvalidRequest(
+                    f"observable {pauli!r} for circuit {info.index} is not a Pauli string "
+                    "of I, X, Y and Z")
+            if len(pauli) != info.num_qubits:
+                raise InvalidRequest(
+                    f"observable {pauli!r} has {len(pauli)} terms; circuit {info.index} has "
+                    f"{info.num_qubits} qubits")
+            if not self.capabilities.estimator and set(pauli.upper()) - set("IZ"):
+                raise InvalidRequest(
+                    f"backend {self.name} measures in the Z basis only: observable {pauli!r} "
+                    "needs basis rotations in the circuit, or a backend with an estimator")
 
     def _check_memory(self, circuits: Sequence[CircuitInfo]) -> None:
         available = available_memory()
@@ -172,13 +247,18 @@ class Backend(ABC):
 
     def info(self) -> BackendInfo:
         caps = self.capabilities
+        available, status = self.availability() if self.config.enabled else (False, "disabled")
         return BackendInfo(
             name=self.name,
             provider=self.provider,
             description=self.description,
+            kind="simulator" if caps.simulator else "qpu",
             simulator=caps.simulator,
             local=caps.local,
             enabled=self.config.enabled,
+            available=available,
+            status=status,
+            credentials=self.credential_status(),
             max_qubits=self.max_qubits,
             max_shots=self.config.max_shots,
             max_concurrent_jobs=self.config.max_concurrent_jobs,

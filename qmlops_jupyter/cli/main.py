@@ -77,19 +77,23 @@ def cli(log_format: str | None, log_level: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @handle_errors
 def backends(as_json: bool) -> None:
-    """List backends, their kind and limits."""
+    """List backends: kind (simulator or QPU), limits, availability and whether credentials
+    are configured. Never waits on a provider's network for long."""
     infos = _client().backends()
     if as_json:
         _json_out([i.model_dump(mode="json") for i in infos])
         return
-    rows = [["NAME", "KIND", "MAX QUBITS", "MAX SHOTS", "CONCURRENT", "STATUS"]]
+    rows = [["NAME", "KIND", "MAX QUBITS", "MAX SHOTS", "CONCURRENT", "CREDENTIALS", "STATUS"]]
     for i in infos:
-        kind = ("local " if i.local else "") + ("simulator" if i.simulator else "QPU")
+        if i.kind == "unknown":
+            kind = "-"
+        else:
+            kind = ("local " if i.local else "") + ("simulator" if i.simulator else "QPU")
         status = i.status if i.available else f"unavailable: {i.status}"
         if not i.enabled:
             status = "disabled"
         rows.append([i.name, kind, str(i.max_qubits or "-"), str(i.max_shots),
-                     str(i.max_concurrent_jobs), status])
+                     str(i.max_concurrent_jobs), i.credentials, status])
     _table(rows)
 
 

@@ -16,7 +16,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from ..backends.base import Backend, JobHandle, ProviderResult, ProviderState
+from ..backends.base import (
+    Backend,
+    JobHandle,
+    ProviderResult,
+    ProviderState,
+    expectation_from_counts,
+)
 from ..errors import ProviderError, QmlopsError
 from ..models import JobResult
 from ..states import JobState, is_legal
@@ -146,7 +152,7 @@ class Driver:
             return None
         if circuits is None:
             circuits = self.ledger.load_circuits(job.id)
-        options = dict(job.options)
+        options = self._options(job)
         if backend.capabilities.local and self._isolated.get(job.id, self.isolate_local):
             options["isolate"] = True
         try:
@@ -190,7 +196,7 @@ class Driver:
         if not (backend.capabilities.supports_reattach and job.provider_job_id):
             return None
         try:
-            handle = backend.attach(job.provider_job_id)
+            handle = backend.attach(job.provider_job_id, self._options(job))
         except ProviderError as exc:
             self._provider_error(job, backend, exc, during="attach")
             return None
@@ -286,6 +292,10 @@ class Driver:
                                             during="result")
         post = time.perf_counter()
         counts = [dict(c) for c in result.counts]
+        observables = job.options.get("observables")
+        if observables and "expectation_values" not in result.metadata:
+            result.metadata["expectation_values"] = [
+                expectation_from_counts(c, p) for c, p in zip(counts, observables, strict=False)]
         run_seconds = self._since(job.started_at or job.submitted_at)
         phases = {**job.phases, "run": run_seconds, "post_process": time.perf_counter() - post}
         if "queue" not in phases and job.submitted_at and job.started_at:
@@ -357,6 +367,10 @@ class Driver:
                           "transient")
                 return None
             delay = self.retry.retry_delay(attempts, self.rng)
+            retry_after = getattr(exc, "retry_after", None)
+            if retry_after is not None:
+                # The provider said when to come back (HTTP 429 Retry-After): never sooner.
+                delay = max(delay, min(float(retry_after), self.retry.cap))
             self.ledger.note(job.id, "retry", self.holder,
                              f"transient error during {during} (attempt {attempts}), retrying "
                              f"in {delay:.1f} s: {exc}")
@@ -384,6 +398,11 @@ class Driver:
         return None
 
     # -- small helpers -------------------------------------------------------------------------
+
+    @staticmethod
+    def _options(job: JobRecord) -> dict[str, Any]:
+        """What an adapter gets besides the circuits: the job's options, its id and tags."""
+        return {**job.options, "job_id": job.id, "tags": dict(job.tags)}
 
     def _move(self, job: JobRecord, old: JobState, new: JobState, message: str | None,
               **fields: Any) -> bool:

@@ -71,7 +71,8 @@ class JobRow(Base):
     phases: Mapped[dict] = mapped_column(JSON)
     idempotency_key: Mapped[str | None] = mapped_column(String(256))
     request_hash: Mapped[str] = mapped_column(String(64))
-    provider_job_id: Mapped[str | None] = mapped_column(String(256))
+    # Text: a batch at some providers is several task ids (Braket ARNs).
+    provider_job_id: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
     error_kind: Mapped[str | None] = mapped_column(String(32))
     attempts: Mapped[int] = mapped_column(Integer, default=0)

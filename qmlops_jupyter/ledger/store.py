@@ -60,7 +60,7 @@ results = JobResultRow.__table__
 engines = EngineRow.__table__
 
 #: The newest migration; checked on open so Alembic is imported only when there is work to do.
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0002"
 
 _ACTIVE = [s.value for s in ACTIVE_STATES]
 _IN_FLIGHT = [s.value for s in IN_FLIGHT_STATES]
