@@ -18,12 +18,9 @@ import os
 import time
 from pathlib import Path
 
-import pytest
-
-pytest.importorskip("braket.aws")
-
 import boto3
 import braket_stubs
+import pytest
 from botocore.response import StreamingBody
 from botocore.stub import ANY, Stubber
 from braket.aws import AwsSession

@@ -19,6 +19,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import fake_ibm_runtime as fir  # tests/ is on the path; it needs the runtime
 import pytest
 import yaml
 from qiskit import ClassicalRegister, QuantumCircuit, QuantumRegister, transpile
@@ -36,10 +37,6 @@ from qmlops_jupyter.engine.driver import RetryPolicy
 from qmlops_jupyter.errors import ProviderError, UnknownBackend
 from qmlops_jupyter.states import JobState
 from qmlops_jupyter.testing.conformance import BackendConformance, ConformanceEnv, ErrorCase
-
-pytest.importorskip("qiskit_ibm_runtime")
-
-import fake_ibm_runtime as fir  # tests/ is on the path; it needs the runtime
 
 TESTS = Path(__file__).parent
 TOKEN = "tok-Secret-4f1c9e2a7b"

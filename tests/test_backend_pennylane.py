@@ -10,9 +10,6 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
-
-pytest.importorskip("pennylane")
-
 from qiskit import QuantumCircuit
 from qiskit_aer import AerSimulator
 

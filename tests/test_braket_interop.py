@@ -11,9 +11,6 @@ import math
 
 import numpy as np
 import pytest
-
-pytest.importorskip("braket.circuits")
-
 from braket.circuits import Circuit
 from braket.circuits.serialization import IRType
 from braket.devices import LocalSimulator

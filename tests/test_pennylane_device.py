@@ -11,11 +11,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pytest
-
-pytest.importorskip("pennylane")
-
 import pennylane as qml
+import pytest
 from pennylane import numpy as pnp
 
 from qmlops_jupyter.bridges.pennylane_device import QmlopsDevice

@@ -10,11 +10,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pytest
-
-pytest.importorskip("pennylane")
-
 import pennylane as qml
+import pytest
 from qiskit import QuantumCircuit, transpile
 from qiskit.circuit.library import get_standard_gate_name_mapping
 from qiskit.quantum_info import Operator
@@ -277,14 +274,6 @@ def test_submit_a_tape_through_the_ledger(client: Client) -> None:
 
 
 def test_submit_pennylane_objects_directly(client: Client) -> None:
-    import inspect
-
-    from qmlops_jupyter import circuits
-
-    if "interop.pennylane" not in inspect.getsource(
-        circuits
-    ) and "interop import pennylane" not in inspect.getsource(circuits):
-        pytest.skip("circuits.prepare does not route PennyLane objects yet")
     tape = qml.tape.QuantumScript([qml.X(1)], [qml.counts(wires=[0, 1])])
     assert client.submit(tape, backend="aer", shots=30, wait=True).result().counts == [{"10": 30}]
 
