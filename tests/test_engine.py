@@ -357,7 +357,7 @@ def test_waiting_caller_runs_big_jobs_in_a_worker_and_small_ones_in_thread(
     client = _client(tmp_path / "home")
     aer = client.registry.get("aer")
     client.submit(BELL_QASM2, shots=100, wait=True)
-    assert aer._pool is None  # small: no worker process was started
+    assert not aer.workers.started  # small: no worker process was started
 
     gaps: list[float] = []
     done = threading.Event()
@@ -378,7 +378,7 @@ def test_waiting_caller_runs_big_jobs_in_a_worker_and_small_ones_in_thread(
         done.set()
         thread.join()
     assert job.record.state is S.COMPLETED
-    assert aer._pool is not None
+    assert aer.workers.started
     assert max(gaps) < 0.5, f"the caller's other threads froze for {max(gaps):.2f} s"
     aer.close()
 

@@ -13,18 +13,15 @@ thread of its process. Two ways to run, chosen by the caller through ``options["
 from __future__ import annotations
 
 import io
-import multiprocessing
-import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PermanentProviderError, TransientProviderError, UnknownBackend, one_line
 from ..models import CircuitInfo
 from .base import Backend, Capabilities, JobHandle, ProviderResult, ProviderState, ProviderStatus
+from .workers import WorkerHandle, WorkerPool
 
 if TYPE_CHECKING:
     from qiskit import QuantumCircuit
@@ -61,8 +58,7 @@ class AerBackend(Backend):
         if device:
             raise UnknownBackend(f"unknown backend {name!r}: aer takes no device name "
                                  "(set the simulation method in backends.yaml options)")
-        self._pool: ProcessPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
+        self.workers = WorkerPool("Aer", self.config.max_concurrent_jobs)
 
     @cached_property
     def simulator(self) -> Any:
@@ -113,46 +109,17 @@ class AerBackend(Backend):
 
             buffer = io.BytesIO()
             qpy.dump(runnable, buffer)
-            try:
-                future = self._worker_pool().submit(
-                    _run_in_worker, buffer.getvalue(), dict(self.config.options), run_options)
-            except (BrokenProcessPool, RuntimeError) as exc:
-                self._kill_pool()
-                raise TransientProviderError(f"Aer worker unavailable: {exc}") from None
-            return AerProcessHandle(self, future, phases)
+            future = self.workers.submit(
+                _run_in_worker, buffer.getvalue(), dict(self.config.options), run_options)
+            return WorkerHandle(self.workers, future, _payload_result, phases)
         return AerHandle(self.simulator, runnable, run_options, phases=phases)
 
     def warm_up(self) -> None:
         """Start the worker processes now, so the first isolated job does not wait for them."""
-        self._worker_pool().submit(_warm).result()
+        self.workers.warm_up(_warm)
 
     def close(self) -> None:
-        with self._pool_lock:
-            if self._pool is not None:
-                self._pool.shutdown(wait=False, cancel_futures=True)
-                self._pool = None
-
-    def _worker_pool(self) -> ProcessPoolExecutor:
-        with self._pool_lock:
-            if self._pool is None:
-                workers = max(1, min(self.config.max_concurrent_jobs,
-                                     multiprocessing.cpu_count()))
-                # spawn: the workers must not inherit the host's threads and locks.
-                self._pool = ProcessPoolExecutor(
-                    workers, mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_die_with_parent)
-            return self._pool
-
-    def _kill_pool(self) -> None:
-        """Stop every worker at once (a cancelled or timed-out simulation cannot be
-        interrupted otherwise); other jobs running there fail as transient and are re-run."""
-        with self._pool_lock:
-            pool, self._pool = self._pool, None
-        if pool is None:
-            return
-        for process in list(getattr(pool, "_processes", {}).values()):
-            process.kill()
-        pool.shutdown(wait=False, cancel_futures=True)
+        self.workers.close()
 
     def _runnable(self, circuit: QuantumCircuit) -> QuantumCircuit:
         if circuit.num_clbits == 0:
@@ -239,58 +206,8 @@ class AerHandle(JobHandle):
             self._job.cancel()
 
 
-class AerProcessHandle(JobHandle):
-    """An Aer job running in a worker process."""
-
-    def __init__(self, backend: AerBackend, future: Future[Any],
-                 phases: dict[str, float]) -> None:
-        self._backend = backend
-        self._future = future
-        self.provider_job_id = None
-        self.phases = phases
-
-    def status(self) -> ProviderStatus:
-        if self._future.cancelled():
-            return ProviderStatus(ProviderState.CANCELLED)
-        if not self._future.done():
-            return ProviderStatus(
-                ProviderState.RUNNING if self._future.running() else ProviderState.QUEUED)
-        return ProviderStatus(
-            ProviderState.FAILED if self._future.exception() else ProviderState.DONE)
-
-    def result(self, timeout: float | None = None) -> ProviderResult:
-        try:
-            payload = self._future.result(timeout=timeout)
-        except TimeoutError:
-            raise
-        except BrokenProcessPool:
-            self._backend._kill_pool()
-            raise TransientProviderError(
-                "the Aer worker process stopped (killed, or out of memory)") from None
-        except PermanentProviderError:
-            raise
-        except Exception as exc:
-            raise PermanentProviderError(f"Aer failed: {one_line(exc)}") from None
-        return ProviderResult(counts=payload["counts"], metadata=payload["metadata"])
-
-    def cancel(self) -> None:
-        if not self._future.cancel() and not self._future.done():
-            self._backend._kill_pool()
-
-
-def _die_with_parent() -> None:
-    """Linux: a worker is killed when its host dies (even by SIGKILL), so a crashed engine
-    leaves no orphan simulation eating the CPU its successor needs."""
-    import ctypes
-    import signal
-    import sys
-
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except OSError:
-            pass
+def _payload_result(payload: dict[str, Any]) -> ProviderResult:
+    return ProviderResult(counts=payload["counts"], metadata=payload["metadata"])
 
 
 def _warm() -> bool:

@@ -20,15 +20,12 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import multiprocessing
 import os
 import re
 import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -47,6 +44,7 @@ from ..errors import (
 )
 from ..interop.braket import QPU_BASIS, SIMULATOR_BASIS, BraketProgram, translate
 from .base import Backend, Capabilities, JobHandle, ProviderResult, ProviderState, ProviderStatus
+from .workers import WorkerHandle, WorkerPool
 
 if TYPE_CHECKING:
     from qiskit import QuantumCircuit
@@ -732,8 +730,7 @@ class BraketLocalBackend(Backend):
             )
         self.simulator_name, self._max_qubits, kind = LOCAL_DEVICES[key]
         self.description = f"Amazon Braket LocalSimulator, {kind} (offline, free)"
-        self._pool: ProcessPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
+        self.workers = WorkerPool("Braket LocalSimulator", self.config.max_concurrent_jobs)
 
     @classmethod
     def listed_names(cls, plugin: str) -> list[str]:
@@ -778,41 +775,14 @@ class BraketLocalBackend(Backend):
         phases = {"transpile": time.perf_counter() - started}
         sources = [_openqasm(p) for p in programs]
         if options.get("isolate"):
-            try:
-                future = self._worker_pool().submit(_run_local, self.simulator_name, sources, shots)
-            except (BrokenProcessPool, RuntimeError) as exc:
-                self._kill_pool()
-                raise TransientProviderError(f"Braket worker unavailable: {exc}") from None
-            return LocalProcessHandle(self, future, programs, phases)
+            future = self.workers.submit(_run_local, self.simulator_name, sources, shots)
+            simulator = self.simulator_name
+            return WorkerHandle(self.workers, future,
+                                lambda raw: _local_result(raw, programs, simulator), phases)
         return LocalHandle(self.simulator_name, sources, programs, shots, phases)
 
     def close(self) -> None:
-        with self._pool_lock:
-            if self._pool is not None:
-                self._pool.shutdown(wait=False, cancel_futures=True)
-                self._pool = None
-
-    def _worker_pool(self) -> ProcessPoolExecutor:
-        with self._pool_lock:
-            if self._pool is None:
-                from .aer import _die_with_parent
-
-                workers = max(1, min(self.config.max_concurrent_jobs, multiprocessing.cpu_count()))
-                self._pool = ProcessPoolExecutor(
-                    workers,
-                    mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_die_with_parent,
-                )
-            return self._pool
-
-    def _kill_pool(self) -> None:
-        with self._pool_lock:
-            pool, self._pool = self._pool, None
-        if pool is None:
-            return
-        for process in list(getattr(pool, "_processes", {}).values()):
-            process.kill()
-        pool.shutdown(wait=False, cancel_futures=True)
+        self.workers.close()
 
 
 def _openqasm(program: BraketProgram) -> str:
@@ -909,51 +879,3 @@ class LocalHandle(JobHandle):
 
     def cancel(self) -> None:
         self._cancelled = True
-
-
-class LocalProcessHandle(JobHandle):
-    """A LocalSimulator run in a worker process (engine hosts): cancellable by killing it."""
-
-    def __init__(
-        self,
-        backend: BraketLocalBackend,
-        future: Future[Any],
-        programs: list[BraketProgram],
-        phases: dict[str, float],
-    ) -> None:
-        self._backend = backend
-        self._future = future
-        self._programs = programs
-        self.provider_job_id = None
-        self.phases = phases
-
-    def status(self) -> ProviderStatus:
-        if self._future.cancelled():
-            return ProviderStatus(ProviderState.CANCELLED)
-        if not self._future.done():
-            return ProviderStatus(
-                ProviderState.RUNNING if self._future.running() else ProviderState.QUEUED
-            )
-        return ProviderStatus(
-            ProviderState.FAILED if self._future.exception() else ProviderState.DONE
-        )
-
-    def result(self, timeout: float | None = None) -> ProviderResult:
-        try:
-            raw = self._future.result(timeout=timeout)
-        except TimeoutError:
-            raise
-        except BrokenProcessPool:
-            self._backend._kill_pool()
-            raise TransientProviderError(
-                "the Braket worker process stopped (killed, or out of memory)"
-            ) from None
-        except ProviderError:
-            raise
-        except Exception as exc:
-            raise PermanentProviderError(f"Braket LocalSimulator failed: {one_line(exc)}") from None
-        return _local_result(raw, self._programs, self._backend.simulator_name)
-
-    def cancel(self) -> None:
-        if not self._future.cancel() and not self._future.done():
-            self._backend._kill_pool()

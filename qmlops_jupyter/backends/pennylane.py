@@ -17,12 +17,9 @@ from __future__ import annotations
 
 import importlib.util
 import io
-import multiprocessing
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -45,6 +42,7 @@ from .base import (
     ProviderStatus,
     available_memory,
 )
+from .workers import WorkerHandle, WorkerPool
 
 if TYPE_CHECKING:
     from qiskit import QuantumCircuit
@@ -112,8 +110,7 @@ class PennyLaneBackend(Backend):
                 + (", ".join(f"pennylane:{d}" for d in installed) or "none")
             )
         self.description = f"PennyLane {device} on this machine (offline, free)"
-        self._pool: ProcessPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
+        self.workers = WorkerPool("PennyLane", self.config.max_concurrent_jobs)
 
     @classmethod
     def listed_names(cls, plugin: str) -> list[str]:
@@ -194,55 +191,17 @@ class PennyLaneBackend(Backend):
 
             buffer = io.BytesIO()
             qpy.dump(run.circuits, buffer)
-            try:
-                future = self._worker_pool().submit(
-                    _run_in_worker,
-                    run.device,
-                    run.device_options,
-                    buffer.getvalue(),
-                    shots,
-                    run.seed,
-                )
-            except (BrokenProcessPool, RuntimeError) as exc:
-                self._kill_pool()
-                raise TransientProviderError(f"PennyLane worker unavailable: {exc}") from None
-            return PennyLaneProcessHandle(self, future)
+            future = self.workers.submit(_run_in_worker, run.device, run.device_options,
+                                         buffer.getvalue(), shots, run.seed)
+            return WorkerHandle(self.workers, future, _payload_result)
         return PennyLaneHandle(run)
 
     def warm_up(self) -> None:
         """Start the worker processes (and import PennyLane in them) before the first job."""
-        self._worker_pool().submit(_warm).result()
+        self.workers.warm_up(_warm)
 
     def close(self) -> None:
-        with self._pool_lock:
-            if self._pool is not None:
-                self._pool.shutdown(wait=False, cancel_futures=True)
-                self._pool = None
-
-    def _worker_pool(self) -> ProcessPoolExecutor:
-        from .aer import _die_with_parent
-
-        with self._pool_lock:
-            if self._pool is None:
-                workers = max(1, min(self.config.max_concurrent_jobs, multiprocessing.cpu_count()))
-                # spawn: the workers must not inherit the host's threads and locks.
-                self._pool = ProcessPoolExecutor(
-                    workers,
-                    mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_die_with_parent,
-                )
-            return self._pool
-
-    def _kill_pool(self) -> None:
-        """Stop every worker at once (a running simulation cannot be interrupted otherwise);
-        other jobs running there fail as transient and are run again."""
-        with self._pool_lock:
-            pool, self._pool = self._pool, None
-        if pool is None:
-            return
-        for process in list(getattr(pool, "_processes", {}).values()):
-            process.kill()
-        pool.shutdown(wait=False, cancel_futures=True)
+        self.workers.close()
 
 
 class _Run:
@@ -373,51 +332,8 @@ class PennyLaneHandle(JobHandle):
             self._state = "cancelled"
 
 
-class PennyLaneProcessHandle(JobHandle):
-    """A job running in a worker process."""
-
-    def __init__(self, backend: PennyLaneBackend, future: Future[Any]) -> None:
-        self._backend = backend
-        self._future = future
-        self._cancelled = False
-        self.provider_job_id = None
-
-    def status(self) -> ProviderStatus:
-        if self._cancelled or self._future.cancelled():
-            return ProviderStatus(ProviderState.CANCELLED)
-        if not self._future.done():
-            return ProviderStatus(
-                ProviderState.RUNNING if self._future.running() else ProviderState.QUEUED
-            )
-        error = self._future.exception()
-        if error is not None:
-            return ProviderStatus(ProviderState.FAILED, one_line(error))
-        return ProviderStatus(ProviderState.DONE)
-
-    def result(self, timeout: float | None = None) -> ProviderResult:
-        if self._cancelled:
-            raise PermanentProviderError("the PennyLane job was cancelled")
-        try:
-            payload = self._future.result(timeout=timeout)
-        except TimeoutError:
-            raise
-        except BrokenProcessPool:
-            self._backend._kill_pool()
-            raise TransientProviderError(
-                "the PennyLane worker process stopped (killed, or out of memory)"
-            ) from None
-        except (PermanentProviderError, TransientProviderError):
-            raise
-        except Exception as exc:
-            raise PermanentProviderError(f"PennyLane failed: {one_line(exc)}") from None
-        return ProviderResult(counts=payload["counts"], metadata=payload["metadata"])
-
-    def cancel(self) -> None:
-        if self._future.done():
-            return
-        self._cancelled = True
-        if not self._future.cancel():
-            self._backend._kill_pool()
+def _payload_result(payload: dict[str, Any]) -> ProviderResult:
+    return ProviderResult(counts=payload["counts"], metadata=payload["metadata"])
 
 
 def _warm() -> bool:
