@@ -28,12 +28,26 @@ DEFAULT_BACKENDS_YAML = """\
 #   max_concurrent_jobs  jobs of this backend in flight at once, across all engines
 #   max_shots            most shots one job may ask for
 #   job_timeout          seconds a job may run before it is cancelled and failed (optional)
+#   options              passed to the provider's SDK or API (see docs/backends/)
+# Every installed backend can be used without an entry here (`qmlops backends` lists them);
+# an entry sets its limits. Names are `plugin` or `plugin:device`.
 backends:
   aer:
     enabled: true
     max_qubits: 30
     max_concurrent_jobs: 10
     max_shots: 100000
+#  ibm:ibm_brisbane:            # token from QISKIT_IBM_TOKEN until the credential vault
+#    max_concurrent_jobs: 3
+#    options: {channel: ibm_quantum_platform, instance: "crn:..."}
+#  braket:sv1:                  # AWS credentials from the usual AWS variables or profile
+#    options: {region: us-east-1, s3_bucket: amazon-braket-my-bucket}
+#  ionq:qpu.aria-1:             # key from IONQ_API_KEY until the credential vault
+#    max_shots: 10000
+#    job_timeout: 86400
+#    options: {timeout: 30}
+#  pennylane:lightning.qubit:
+#    max_qubits: 26
 """
 
 
