@@ -217,3 +217,24 @@ def test_gradient_matches_the_parameter_shift_rule(ledger_client: Client) -> Non
     theta = pnp.array(0.8, requires_grad=True)
     grad = qml.grad(circuit)(theta)
     assert grad == pytest.approx(-math.sin(0.8), abs=0.03)
+
+
+def test_the_device_on_an_ibm_fake_device(ledger_client: Client) -> None:
+    """``qml.device("qmlops", backend="ibm:fake_manila", wires=4, shots=1000)``: a QNode runs
+    on qiskit-ibm-runtime's local testing mode (Manila's noise model) through the ledger."""
+    dev = qml.device("qmlops", backend="ibm:fake_manila", wires=4, shots=1000, seed=9)
+
+    @qml.qnode(dev)
+    def ghz():
+        qml.Hadamard(wires=0)
+        for w in range(3):
+            qml.CNOT(wires=[w, w + 1])
+        return qml.expval(qml.Z(0) @ qml.Z(3)), qml.probs(wires=[0, 1, 2, 3])
+
+    parity, probs = ghz()
+    assert float(parity) > 0.7  # ideal 1, less Manila's noise
+    assert float(probs[0] + probs[-1]) > 0.7  # |0000> and |1111>
+    jobs = ledger_jobs(ledger_client)
+    assert [j.backend for j in jobs] == ["ibm:fake_manila"]
+    assert jobs[0].record.state.value == "COMPLETED"
+    assert dev.job_ids == [jobs[0].id]
