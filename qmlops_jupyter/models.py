@@ -62,6 +62,8 @@ class JobRecord(BaseModel):
     idempotency_key: str | None = None
     attempts: int = 0
     polls: int = 0
+    queue_position: int | None = Field(
+        default=None, description="place in the provider's queue, as last reported")
     timeout: float | None = None
     phases: dict[str, float] = Field(
         default_factory=dict,

@@ -93,6 +93,24 @@ def test_remote_job_is_queued_polled_and_completed(setup, clock) -> None:
     assert set(job.phases) >= {"queue", "run", "post_process"}
 
 
+def test_queue_position_is_kept_while_queued_and_cleared_when_running(setup, clock,
+                                                                      cloud) -> None:
+    ledger, registry = setup
+    job_id = new_job(ledger)
+    engine = engine_for(ledger, registry)
+    engine.step()  # submitted: QUEUED, no status read yet
+    cloud.jobs["fake-1"].polls_to_run = 3
+    cloud.jobs["fake-1"].polls_to_finish = 4
+    clock.advance(5)
+    engine.step()  # the provider says: third in its queue
+    job = ledger.get_job(job_id)
+    assert job.state is S.QUEUED and job.queue_position == 3
+    assert job.model_dump(mode="json")["queue_position"] == 3
+    run_until_settled(engine, clock)
+    job = ledger.get_job(job_id)
+    assert job.state is S.COMPLETED and job.queue_position is None
+
+
 def test_poll_backoff_grows(setup, clock, cloud) -> None:
     ledger, registry = setup
     job_id = new_job(ledger)

@@ -310,6 +310,8 @@ def _print_job(r: JobRecord) -> None:
     click.echo(f"created   {r.created_at:%Y-%m-%d %H:%M:%S %Z}")
     if r.provider_job_id:
         click.echo(f"provider  {r.provider_job_id}")
+    if r.queue_position is not None and r.state.value == "QUEUED":
+        click.echo(f"queue     position {r.queue_position} at the provider")
     if r.phases:
         click.echo("phases    " + "  ".join(f"{k} {v * 1000:.1f} ms" for k, v in r.phases.items()))
     if r.result is not None:

@@ -229,11 +229,11 @@ class Driver:
         except ProviderError as exc:
             return self._provider_error(job, backend, exc, during="poll")
         if status.state is ProviderState.QUEUED:
-            return self._next_poll(job, job.polls)
+            return self._next_poll(job, job.polls, queue_position=status.queue_position)
         if status.state is ProviderState.RUNNING:
             if job.state is S.QUEUED:
                 queued = self._since(job.submitted_at)
-                if not self._move(job, S.QUEUED, S.RUNNING, None,
+                if not self._move(job, S.QUEUED, S.RUNNING, None, queue_position=None,
                                   phases={**job.phases, "queue": queued}):
                     return None
             return self._next_poll(job, job.polls)
@@ -416,7 +416,8 @@ class Driver:
                 job.submitted_at = at
             if new is S.RUNNING and job.started_at is None:
                 job.started_at = at
-            for key in ("phases", "provider_job_id", "attempts", "error", "error_kind"):
+            for key in ("phases", "provider_job_id", "attempts", "error", "error_kind",
+                        "queue_position"):
                 if key in fields:
                     setattr(job, key, fields[key])
         return at is not None
@@ -461,11 +462,15 @@ class Driver:
         except QmlopsError:
             return None
 
-    def _next_poll(self, job: JobRecord, polls: int) -> float:
+    def _next_poll(self, job: JobRecord, polls: int, **fields: Any) -> float:
         delay = self.retry.poll_delay(polls, self.rng)
+        if "queue_position" in fields and fields["queue_position"] == job.queue_position:
+            del fields["queue_position"]  # unchanged: nothing to write
         self.ledger.update_held(job.id, self.holder, polls=polls + 1,
-                                next_attempt_at=_after(self.ledger.clock(), delay))
+                                next_attempt_at=_after(self.ledger.clock(), delay), **fields)
         job.polls = polls + 1
+        if "queue_position" in fields:
+            job.queue_position = fields["queue_position"]
         return delay
 
     def _since(self, moment: datetime | None) -> float:

@@ -77,6 +77,8 @@ class JobRow(Base):
     error_kind: Mapped[str | None] = mapped_column(String(32))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     polls: Mapped[int] = mapped_column(Integer, default=0)
+    #: Where the job stands in its provider's queue, as the provider last said (None: unknown).
+    queue_position: Mapped[int | None] = mapped_column(Integer)
     timeout: Mapped[float | None] = mapped_column(Float)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     lease_holder: Mapped[str | None] = mapped_column(String(128))

@@ -60,7 +60,7 @@ results = JobResultRow.__table__
 engines = EngineRow.__table__
 
 #: The newest migration; checked on open so Alembic is imported only when there is work to do.
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 
 _ACTIVE = [s.value for s in ACTIVE_STATES]
 _IN_FLIGHT = [s.value for s in IN_FLIGHT_STATES]
@@ -724,6 +724,7 @@ _RECORD_FIELDS = [
     "id", "owner", "name", "backend", "state", "shots", "created_at", "updated_at",
     "submitted_at", "started_at", "finished_at", "provider_job_id", "error", "error_kind",
     "idempotency_key", "attempts", "polls", "timeout", "phases", "tags", "options",
+    "queue_position",
 ]
 
 
