@@ -75,8 +75,11 @@ class ConformanceEnv:
     #: How many jobs the provider side has received so far, when the fixture can tell.
     submissions: Callable[[], int] | None = None
     #: ``module:function`` called in the re-attach subprocess before it attaches (installs
-    #: the fake client or stubs there).
+    #: the fake client or stubs there, or registers an adapter that has no entry point yet).
     reattach_bootstrap: str | None = None
+    #: Backend classes to register by plugin name, for an adapter not installed under the
+    #: ``qmlops_jupyter.backends`` entry point (yet).
+    plugins: dict[str, type] = field(default_factory=dict)
 
 
 def bell() -> Any:
@@ -143,6 +146,8 @@ class BackendConformance:
         monkeypatch.delenv("QMLOPS_DATABASE_URL", raising=False)
         reset_client()
         client = Client(Settings.from_env(home=home))
+        for plugin, cls in conformance_env.plugins.items():
+            client.registry.register(plugin, cls)
         # Fast retries and polls: the suite checks the decisions, not the waiting.
         client.driver.retry = RetryPolicy(base=0.05, cap=0.5, poll_base=0.05, poll_cap=0.5)
         harness = _Harness(self.backend_name, client, conformance_env, env, self.shots,
