@@ -131,6 +131,7 @@ def test_distributions_agree_in_qiskit_bit_order(backend_client: tuple[str, Clie
     counts = job.result().counts
     distances = {c.name: round(tvd(k, e), 3) for c, k, e in zip(CIRCUITS, counts, EXACT,
                                                                   strict=True)}
+    print(f"{name}: total variation distance {distances}")  # shown with pytest -s
     assert all(d <= bound for d in distances.values()), (name, distances)
     # The bit order, by the single outcome of the QFT circuit.
     best = max(counts[1], key=counts[1].__getitem__)
