@@ -364,6 +364,11 @@ def test_submit_and_wait_through_the_ledger(home: Path, emulator, key) -> None:
         assert set(counts) <= {"00", "11"} and sum(counts.values()) == 300
         assert record.result.expectation_values == [1.0]
         assert record.provider_job_id == record.result.metadata["ionq_job_id"]
+        # The run phase is IonQ's own execution time, not our polling; the rest was queue.
+        run = record.result.metadata["run_seconds"]
+        assert run == record.result.metadata["execution_time"] / 1000
+        assert record.phases["run"] == pytest.approx(run)
+        assert record.phases["queue"] >= 0
     finally:
         client.ledger.close()
 

@@ -60,7 +60,11 @@ class ProviderStatus:
 
 @dataclass
 class ProviderResult:
-    """Counts per circuit, in Qiskit's bit order, plus what the provider says of the run."""
+    """Counts per circuit, in Qiskit's bit order, plus what the provider says of the run.
+
+    ``metadata["run_seconds"]``, when the provider measures it (IonQ's execution time, IBM's
+    usage), becomes the job's ``run`` phase; otherwise the run is timed from the ledger's side.
+    """
 
     counts: list[dict[str, int]]
     metadata: dict[str, Any] = field(default_factory=dict)

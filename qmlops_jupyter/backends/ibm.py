@@ -721,6 +721,7 @@ class IBMJobHandle(JobHandle):
                 # Usage is bookkeeping: the result stands without it.
                 with contextlib.suppress(Exception):
                     metadata["usage_seconds"] = usage()
+                    metadata["run_seconds"] = float(metadata["usage_seconds"])
         try:
             pubs = list(raw)
             # What the job holds decides (a re-attached job's options may not say).

@@ -461,6 +461,9 @@ class IonQHandle(JobHandle):
         }
         if children:
             metadata["ionq_child_job_ids"] = children
+        if isinstance(job.get("execution_time"), int | float):
+            # IonQ's own measure of the run (ms): the run phase, without our poll latency.
+            metadata["run_seconds"] = job["execution_time"] / 1000
         return ProviderResult(
             counts=counts, metadata={k: v for k, v in metadata.items() if v is not None}
         )

@@ -297,8 +297,14 @@ class Driver:
             result.metadata["expectation_values"] = [
                 expectation_from_counts(c, p) for c, p in zip(counts, observables, strict=False)]
         run_seconds = self._since(job.started_at or job.submitted_at)
+        measured = result.metadata.get("run_seconds")
         phases = {**job.phases, "run": run_seconds, "post_process": time.perf_counter() - post}
-        if "queue" not in phases and job.submitted_at and job.started_at:
+        if isinstance(measured, int | float) and 0 <= measured <= self._since(job.submitted_at):
+            # The provider timed the run itself: the rest of the wait was queue (and polling).
+            phases["run"] = float(measured)
+            phases["queue"] = max(0.0, self._since(job.submitted_at) - measured
+                                  - phases.get("transpile", 0.0))
+        elif "queue" not in phases and job.submitted_at and job.started_at:
             # From submission to start, less the transpilation done on the way.
             waited = (job.started_at - job.submitted_at).total_seconds()
             phases["queue"] = max(0.0, waited - phases.get("transpile", 0.0))
