@@ -391,7 +391,7 @@ class Driver:
             return delay
         if kind == "auth" and during != "submit":
             self._end(job, S.NEEDS_ATTENTION,
-                      f"the provider refused the credential while the job was there: {exc}",
+                      f"the credential stopped working while the job was at the provider: {exc}",
                       "auth")
             return None
         if kind == "ambiguous":
@@ -399,7 +399,8 @@ class Driver:
                       f"outcome unknown during {during} (never resubmitted blindly): {exc}",
                       "ambiguous")
             return None
-        prefix = "the provider refused the credential: " if kind == "auth" else ""
+        # Adapters say what was wrong (a missing key, a refused one); this says what kind.
+        prefix = "credential problem: " if kind == "auth" else ""
         self._end(job, S.FAILED, f"{prefix}{exc}", kind)
         return None
 
