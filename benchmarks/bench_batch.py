@@ -76,8 +76,11 @@ def run(args: Any) -> BenchResult:
     timed(lambda: ours(1))
     settle()
     raw_t, ours_t, match = interleaved(
-        raw, ours, [1000 + rep for rep in range(reps)],
-        lambda a, b: _as_list(a) == b, label="batch",
+        raw,
+        ours,
+        [1000 + rep for rep in range(reps)],
+        lambda a, b: _as_list(a) == b,
+        label="batch",
     )
 
     last = client.jobs(limit=1)[0].record

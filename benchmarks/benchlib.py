@@ -103,8 +103,11 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 
 
 def interleaved(
-    raw: Callable[[int], Any], ours: Callable[[int], Any], seeds: Sequence[int],
-    same: Callable[[Any, Any], bool], label: str | None = None,
+    raw: Callable[[int], Any],
+    ours: Callable[[int], Any],
+    seeds: Sequence[int],
+    same: Callable[[Any, Any], bool],
+    label: str | None = None,
 ) -> tuple[list[float], list[float], bool]:
     """Time raw(seed) then ours(seed) for each seed, so a slow stretch of the machine hits both
     sides; returns both lists of seconds and whether every pair of results agreed."""

@@ -177,12 +177,23 @@ def run_one(name: str, args: argparse.Namespace) -> BenchResult:
     time.sleep(2)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
-        command = [sys.executable, str(Path(__file__).resolve()), *strip_only(sys.argv[1:]),
-                   "--only", name, "--child-result", str(out)]
+        command = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            *strip_only(sys.argv[1:]),
+            "--only",
+            name,
+            "--child-result",
+            str(out),
+        ]
         subprocess.run(command, check=True)
         data = json.loads(out.read_text())
-    return BenchResult(name, rows=[Row(**r) for r in data["rows"]], details=data["details"],
-                       seconds=data["seconds"])
+    return BenchResult(
+        name,
+        rows=[Row(**r) for r in data["rows"]],
+        details=data["details"],
+        seconds=data["seconds"],
+    )
 
 
 def strip_only(argv: list[str]) -> list[str]:

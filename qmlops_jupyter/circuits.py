@@ -207,8 +207,11 @@ def _expand_foreign(items: list[Any]) -> list[Any]:
 
 def _as_list(circuits: Any) -> list[Any]:
     # A PennyLane tape is iterable (its operations): it is one circuit, not a list.
-    if isinstance(circuits, str | bytes | bytearray) or _is_pennylane(circuits) \
-            or _is_braket(circuits):
+    if (
+        isinstance(circuits, str | bytes | bytearray)
+        or _is_pennylane(circuits)
+        or _is_braket(circuits)
+    ):
         return [circuits]
     if isinstance(circuits, Iterable):
         try:

@@ -27,8 +27,14 @@ class Client:
     Build one with :func:`get_client` (from the environment) or directly with settings.
     """
 
-    def __init__(self, settings: Settings | None = None, *, ledger: Any = None,
-                 registry: Any = None, lease_ttl: float = 30.0) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        ledger: Any = None,
+        registry: Any = None,
+        lease_ttl: float = 30.0,
+    ) -> None:
         self.settings = settings or Settings.from_env()
         self._ledger = ledger
         self._registry = registry
@@ -66,8 +72,9 @@ class Client:
             from .engine import Driver
             from .ledger.store import default_holder
 
-            self._driver = Driver(self.ledger, self.registry, f"client:{default_holder()}",
-                                  lease_ttl=self.lease_ttl)
+            self._driver = Driver(
+                self.ledger, self.registry, f"client:{default_holder()}", lease_ttl=self.lease_ttl
+            )
         return self._driver
 
     @property
@@ -111,9 +118,10 @@ class Client:
         if seed is not None:
             options["seed"] = int(seed)
         if observables is not None:
-            options["observables"] = [o.upper() if isinstance(o, str) else o
-                                      for o in (observables if not isinstance(observables, str)
-                                                else [observables])]
+            options["observables"] = [
+                o.upper() if isinstance(o, str) else o
+                for o in (observables if not isinstance(observables, str) else [observables])
+            ]
         be.validate(prepared.infos, shots, options)
         request_hash = _request_hash(backend, shots, name, options, tags, prepared.fingerprint)
         timeout = job_timeout if job_timeout is not None else be.config.job_timeout
@@ -121,11 +129,21 @@ class Client:
         # A caller that waits on a local simulator runs the job itself: lease it at once.
         run_here = wait and be.capabilities.local
         record, created = self.ledger.create_job(
-            owner=self.owner, backend=backend, shots=shots, prepared=prepared,
-            request_hash=request_hash, actor=f"user:{self.owner}", name=name,
-            idempotency_key=idempotency_key, options=options, tags=tags, timeout=timeout,
-            phases=phases, lease_holder=self.driver.holder if run_here else None,
-            lease_ttl=self.lease_ttl, max_concurrent=be.config.max_concurrent_jobs,
+            owner=self.owner,
+            backend=backend,
+            shots=shots,
+            prepared=prepared,
+            request_hash=request_hash,
+            actor=f"user:{self.owner}",
+            name=name,
+            idempotency_key=idempotency_key,
+            options=options,
+            tags=tags,
+            timeout=timeout,
+            phases=phases,
+            lease_holder=self.driver.holder if run_here else None,
+            lease_ttl=self.lease_ttl,
+            max_concurrent=be.config.max_concurrent_jobs,
             start=run_here,
         )
         job = Job(self, record)
@@ -134,8 +152,9 @@ class Client:
                 job.wait(wait_timeout)
             return job
         if wait:
-            job._record = self._wait(record, wait_timeout, circuits=prepared.circuits,
-                                     leased=run_here)
+            job._record = self._wait(
+                record, wait_timeout, circuits=prepared.circuits, leased=run_here
+            )
         else:
             self._notify_engines()
         return job
@@ -143,10 +162,16 @@ class Client:
     def get_job(self, job_id: str) -> Job:
         return Job(self, self.ledger.get_job(job_id, self.owner))
 
-    def jobs(self, state: str | None = None, backend: str | None = None, limit: int = 50,
-             cursor: str | None = None) -> list[Job]:
-        page = self.ledger.list_jobs(self.owner, state=state, backend=backend, limit=limit,
-                                     cursor=cursor)
+    def jobs(
+        self,
+        state: str | None = None,
+        backend: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> list[Job]:
+        page = self.ledger.list_jobs(
+            self.owner, state=state, backend=backend, limit=limit, cursor=cursor
+        )
         return [Job(self, r) for r in page.jobs]
 
     def cancel(self, job_id: str) -> JobRecord:
@@ -163,8 +188,13 @@ class Client:
         host is alive, or when it is a local simulator job nobody has started."""
         return self._wait(self.ledger.get_job(job_id, self.owner), timeout)
 
-    def _wait(self, record: JobRecord, timeout: float | None,
-              circuits: Sequence[Any] | None = None, leased: bool = False) -> JobRecord:
+    def _wait(
+        self,
+        record: JobRecord,
+        timeout: float | None,
+        circuits: Sequence[Any] | None = None,
+        leased: bool = False,
+    ) -> JobRecord:
         deadline = None if timeout is None else time.monotonic() + timeout
         pause = 0.01
         backend = self.registry.get(record.backend)
@@ -181,17 +211,18 @@ class Client:
                     # job, runs in a worker process so this one stays responsive (and keeps
                     # its lease); small jobs run right here, as fast as Aer itself.
                     isolate = deadline is not None or backend.prefers_isolation(job.circuits)
-                    delay = self.driver.advance(job, circuits=circuits, deadline=deadline,
-                                                isolate=isolate, fresh=fresh)
+                    delay = self.driver.advance(
+                        job, circuits=circuits, deadline=deadline, isolate=isolate, fresh=fresh
+                    )
                     circuits = None
-                    if delay is not None and deadline is not None \
-                            and time.monotonic() >= deadline:
+                    if delay is not None and deadline is not None and time.monotonic() >= deadline:
                         # Let an engine host (or a later wait) carry on from here.
                         self.driver.let_go(job.id)
                         self.ledger.release(self.driver.holder, [job.id])
                     # The driver keeps its copy of a job it completed whole; else read it.
-                    record = job if job.state is JobState.COMPLETED else \
-                        self.ledger.get_job(record.id)
+                    record = (
+                        job if job.state is JobState.COMPLETED else self.ledger.get_job(record.id)
+                    )
                     if delay is None or record.state.terminal:
                         continue
                     pause = min(max(delay, 0.01), 5.0)
@@ -208,11 +239,13 @@ class Client:
     def _claim_here(self, record: JobRecord, backend: Any) -> list[JobRecord]:
         """Lease the job to this process, taking it from a dead local holder if need be."""
         limits = {record.backend: backend.config.max_concurrent_jobs}
-        claimed = self.ledger.claim(self.driver.holder, self.lease_ttl, job_id=record.id,
-                                    max_concurrent=limits)
+        claimed = self.ledger.claim(
+            self.driver.holder, self.lease_ttl, job_id=record.id, max_concurrent=limits
+        )
         if not claimed and self.ledger.reap_dead_local_leases(self.driver.holder):
-            claimed = self.ledger.claim(self.driver.holder, self.lease_ttl, job_id=record.id,
-                                        max_concurrent=limits)
+            claimed = self.ledger.claim(
+                self.driver.holder, self.lease_ttl, job_id=record.id, max_concurrent=limits
+            )
         return claimed
 
     def engine_alive(self) -> bool:
@@ -235,14 +268,22 @@ class Client:
                 infos.append(self.registry.get(name).info())
             except QmlopsError as exc:
                 config = self.settings.backends().backends.get(name)
-                infos.append(BackendInfo(
-                    name=name, provider="?", kind="unknown", simulator=False, local=False,
-                    credentials="-",
-                    enabled=bool(config and config.enabled), available=False, status=str(exc),
-                    max_qubits=config.max_qubits if config else None,
-                    max_shots=config.max_shots if config else 0,
-                    max_concurrent_jobs=config.max_concurrent_jobs if config else 0,
-                ))
+                infos.append(
+                    BackendInfo(
+                        name=name,
+                        provider="?",
+                        kind="unknown",
+                        simulator=False,
+                        local=False,
+                        credentials="-",
+                        enabled=bool(config and config.enabled),
+                        available=False,
+                        status=str(exc),
+                        max_qubits=config.max_qubits if config else None,
+                        max_shots=config.max_shots if config else 0,
+                        max_concurrent_jobs=config.max_concurrent_jobs if config else 0,
+                    )
+                )
         return infos
 
 
@@ -308,8 +349,14 @@ class Job:
         return f"<Job {r.id} {r.state.value} on {r.backend}, {r.shots} shots>"
 
 
-def _request_hash(backend: str, shots: int, name: str | None, options: dict[str, Any],
-                  tags: dict[str, str] | None, fingerprint: str) -> str:
+def _request_hash(
+    backend: str,
+    shots: int,
+    name: str | None,
+    options: dict[str, Any],
+    tags: dict[str, str] | None,
+    fingerprint: str,
+) -> str:
     blob = json.dumps([backend, shots, name, options, tags or {}, fingerprint], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -337,8 +384,15 @@ def reset_client() -> None:
         _default = None
 
 
-def submit(circuits: Any, backend: str = "aer", shots: int = 1024, name: str | None = None,
-           idempotency_key: str | None = None, wait: bool = False, **kwargs: Any) -> Job:
+def submit(
+    circuits: Any,
+    backend: str = "aer",
+    shots: int = 1024,
+    name: str | None = None,
+    idempotency_key: str | None = None,
+    wait: bool = False,
+    **kwargs: Any,
+) -> Job:
     """Submit one circuit or a list (OpenQASM 2/3 text or ``QuantumCircuit``) as one job."""
     return get_client().submit(circuits, backend, shots, name, idempotency_key, wait, **kwargs)
 

@@ -63,7 +63,8 @@ class JobRecord(BaseModel):
     attempts: int = 0
     polls: int = 0
     queue_position: int | None = Field(
-        default=None, description="place in the provider's queue, as last reported")
+        default=None, description="place in the provider's queue, as last reported"
+    )
     timeout: float | None = None
     phases: dict[str, float] = Field(
         default_factory=dict,
@@ -115,5 +116,4 @@ class BackendInfo(BaseModel):
     native_gates: list[str] = Field(default_factory=list)
     supports_reattach: bool = False
     supports_cancel: bool = True
-    credentials: str = Field(default="not needed",
-                             description="not needed, configured or missing")
+    credentials: str = Field(default="not needed", description="not needed, configured or missing")

@@ -60,8 +60,15 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     ),
     # QUEUED/RUNNING -> SUBMITTING: a simulator job cut off by a crash is run again.
     S.QUEUED: frozenset(
-        {S.SUBMITTING, S.RUNNING, S.COMPLETED, S.FAILED, S.CANCELLING, S.CANCELLED,
-         S.NEEDS_ATTENTION}
+        {
+            S.SUBMITTING,
+            S.RUNNING,
+            S.COMPLETED,
+            S.FAILED,
+            S.CANCELLING,
+            S.CANCELLED,
+            S.NEEDS_ATTENTION,
+        }
     ),
     S.RUNNING: frozenset(
         {S.SUBMITTING, S.COMPLETED, S.FAILED, S.CANCELLING, S.CANCELLED, S.NEEDS_ATTENTION}

@@ -21,8 +21,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A fresh QMLOPS_HOME, also set in the environment for subprocesses and get_client()."""
     path = tmp_path / "home"
     monkeypatch.setenv("QMLOPS_HOME", str(path))
-    for var in ("QMLOPS_DATABASE_URL", "QMLOPS_BACKENDS_FILE", "QMLOPS_OWNER",
-                "QMLOPS_LOG_FORMAT"):
+    for var in ("QMLOPS_DATABASE_URL", "QMLOPS_BACKENDS_FILE", "QMLOPS_OWNER", "QMLOPS_LOG_FORMAT"):
         monkeypatch.delenv(var, raising=False)
     reset_client()
     yield path

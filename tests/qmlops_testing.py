@@ -149,8 +149,14 @@ class FakeQPU(Backend):
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(provider="fake", simulator=self.simulator, local=False,
-                            max_qubits=5, native_gates=("h", "cx"), supports_reattach=True)
+        return Capabilities(
+            provider="fake",
+            simulator=self.simulator,
+            local=False,
+            max_qubits=5,
+            native_gates=("h", "cx"),
+            supports_reattach=True,
+        )
 
     def submit(self, circuits: Sequence[Any], shots: int, options: dict[str, Any]) -> JobHandle:
         cloud = self.cloud
@@ -161,9 +167,7 @@ class FakeQPU(Backend):
                 raise ERRORS[behaviour](f"fake {behaviour} error while submitting")
             provider_id = cloud.next_id()
             n = [c.num_clbits for c in circuits]
-            cloud.jobs[provider_id] = CloudJob(
-                provider_id, counts=[{"0" * k: shots} for k in n]
-            )
+            cloud.jobs[provider_id] = CloudJob(provider_id, counts=[{"0" * k: shots} for k in n])
         return FakeHandle(cloud, provider_id)
 
     def attach(self, provider_job_id: str, options: dict[str, Any] | None = None) -> JobHandle:

@@ -15,8 +15,10 @@ SHOTS = 4000
 def circuits() -> list[QuantumCircuit]:
     ansatz = real_amplitudes(4, reps=2).decompose()
     ansatz.measure_all()
-    bound = [ansatz.assign_parameters([0.1 * (i + k) for i in range(ansatz.num_parameters)])
-             for k in range(3)]
+    bound = [
+        ansatz.assign_parameters([0.1 * (i + k) for i in range(ansatz.num_parameters)])
+        for k in range(3)
+    ]
     # Two registers and a gate Aer must transpile (u3 via a custom-named gate set).
     two_regs = QuantumCircuit(3)
     two_regs.add_register(*[__import__("qiskit").ClassicalRegister(1, n) for n in ("a", "b")])
@@ -30,8 +32,9 @@ def circuits() -> list[QuantumCircuit]:
 def direct(circs: list[QuantumCircuit], seed: int) -> list[dict[str, int]]:
     sim = AerSimulator()
     result = sim.run(transpile(circs, sim), shots=SHOTS, seed_simulator=seed).result()
-    return [{k.replace(" ", ""): v for k, v in result.get_counts(i).items()}
-            for i in range(len(circs))]
+    return [
+        {k.replace(" ", ""): v for k, v in result.get_counts(i).items()} for i in range(len(circs))
+    ]
 
 
 def test_same_seed_gives_identical_counts(client: Client) -> None:

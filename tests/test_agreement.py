@@ -86,8 +86,9 @@ def tvd(counts: dict[str, int], exact: dict[str, float]) -> float:
 
 
 @pytest.fixture(params=BACKENDS)
-def backend_client(request: pytest.FixtureRequest, tmp_path: Path,
-                   monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Client]]:
+def backend_client(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[str, Client]]:
     name = request.param
     home = tmp_path / "home"
     home.mkdir()
@@ -113,8 +114,13 @@ def backend_client(request: pytest.FixtureRequest, tmp_path: Path,
             monkeypatch.setenv(key, value)
         monkeypatch.setenv(braket_stubs.STATE_ENV, str(tmp_path / "braket-state.json"))
         braket_stubs.FakeBraket(tmp_path / "braket-state.json")
-        entries[name] = {"options": {"session_factory": "braket_stubs:session_factory",
-                                     "s3_bucket": braket_stubs.BUCKET, "poll_interval": 0.02}}
+        entries[name] = {
+            "options": {
+                "session_factory": "braket_stubs:session_factory",
+                "s3_bucket": braket_stubs.BUCKET,
+                "poll_interval": 0.02,
+            }
+        }
     client = client_with(entries)
     yield name, client
     client.ledger.close()
@@ -123,14 +129,14 @@ def backend_client(request: pytest.FixtureRequest, tmp_path: Path,
 def test_distributions_agree_in_qiskit_bit_order(backend_client: tuple[str, Client]) -> None:
     name, client = backend_client
     circuits = [c.measure_all(inplace=False) for c in CIRCUITS]
-    job = client.submit(circuits, backend=name, shots=SHOTS, seed=11, wait=True,
-                        wait_timeout=300)
+    job = client.submit(circuits, backend=name, shots=SHOTS, seed=11, wait=True, wait_timeout=300)
     record = job.record
     assert record.state.value == "COMPLETED", record.error
     bound = NOISY_TVD if name.startswith("ibm:fake") else NOISELESS_TVD
     counts = job.result().counts
-    distances = {c.name: round(tvd(k, e), 3) for c, k, e in zip(CIRCUITS, counts, EXACT,
-                                                                  strict=True)}
+    distances = {
+        c.name: round(tvd(k, e), 3) for c, k, e in zip(CIRCUITS, counts, EXACT, strict=True)
+    }
     print(f"{name}: total variation distance {distances}")  # shown with pytest -s
     assert all(d <= bound for d in distances.values()), (name, distances)
     # The bit order, by the single outcome of the QFT circuit.

@@ -75,12 +75,26 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     folder = tmp_path_factory.mktemp("suite")
     (folder / "test_broken_adapters.py").write_text(SUITE)
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider",
-         "--import-mode=importlib", str(folder)],
-        capture_output=True, text=True, timeout=600, cwd=folder)
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-rA",
+            "-p",
+            "no:cacheprovider",
+            "--import-mode=importlib",
+            str(folder),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=folder,
+    )
     found = dict(
         (m.group(2), m.group(1))
-        for m in re.finditer(r"^(PASSED|FAILED|ERROR) [^:\s]+::(\S+)", done.stdout, re.M))
+        for m in re.finditer(r"^(PASSED|FAILED|ERROR) [^:\s]+::(\S+)", done.stdout, re.M)
+    )
     assert found, done.stdout[-3000:] + done.stderr[-2000:]
     return found
 
@@ -89,8 +103,12 @@ def test_a_reversed_bit_order_fails_the_bit_order_checks(outcomes: dict[str, str
     assert outcomes["TestReversed::test_bit_order_is_qiskits"] == "FAILED"
     assert outcomes["TestReversed::test_submit_and_wait_through_the_ledger"] == "FAILED"
     # What it does not break still passes.
-    for name in ("test_limits_enforced_before_submission", "test_states_map_onto_ours",
-                 "test_cancel", "test_describes_itself_without_network"):
+    for name in (
+        "test_limits_enforced_before_submission",
+        "test_states_map_onto_ours",
+        "test_cancel",
+        "test_describes_itself_without_network",
+    ):
         assert outcomes[f"TestReversed::{name}"] == "PASSED", name
 
 

@@ -39,11 +39,17 @@ def clock() -> FakeClock:
 @pytest.fixture
 def setup(tmp_path: Path, cloud: FakeCloud, clock: FakeClock):
     ledger = Ledger.open(f"sqlite:///{tmp_path / 'l.sqlite'}", clock=clock)
-    registry = BackendRegistry(BackendsFile.model_validate({"backends": {
-        "aer": {"max_concurrent_jobs": 2},
-        "fakeqpu": {"max_concurrent_jobs": 3, "max_shots": 1000},
-        "fakesim": {},
-    }}))
+    registry = BackendRegistry(
+        BackendsFile.model_validate(
+            {
+                "backends": {
+                    "aer": {"max_concurrent_jobs": 2},
+                    "fakeqpu": {"max_concurrent_jobs": 3, "max_shots": 1000},
+                    "fakesim": {},
+                }
+            }
+        )
+    )
     qpu, sim = make_fake_backends(cloud)
     registry.register("fakeqpu", qpu)
     registry.register("fakesim", sim)
@@ -52,9 +58,16 @@ def setup(tmp_path: Path, cloud: FakeCloud, clock: FakeClock):
 
 
 def new_job(ledger: Ledger, backend: str = "fakeqpu", key: str | None = None, **kw) -> str:
-    job, _ = ledger.create_job(owner="u", backend=backend, shots=100,
-                               prepared=prepare(BELL_QASM2), request_hash=key or "x",
-                               actor="test", idempotency_key=key, **kw)
+    job, _ = ledger.create_job(
+        owner="u",
+        backend=backend,
+        shots=100,
+        prepared=prepare(BELL_QASM2),
+        request_hash=key or "x",
+        actor="test",
+        idempotency_key=key,
+        **kw,
+    )
     return job.id
 
 
@@ -70,8 +83,11 @@ def run_until_settled(engine: Engine, clock: FakeClock, steps: int = 40) -> None
 
 
 def transitions(ledger: Ledger, job_id: str) -> list[tuple[str | None, str | None]]:
-    return [(e.from_state and e.from_state.value, e.to_state.value)
-            for e in ledger.events(job_id) if e.kind == "transition"]
+    return [
+        (e.from_state and e.from_state.value, e.to_state.value)
+        for e in ledger.events(job_id)
+        if e.kind == "transition"
+    ]
 
 
 def test_remote_job_is_queued_polled_and_completed(setup, clock) -> None:
@@ -88,13 +104,16 @@ def test_remote_job_is_queued_polled_and_completed(setup, clock) -> None:
     job = ledger.get_job(job_id)
     assert job.state is S.COMPLETED and job.result.counts == [{"00": 100}]
     assert transitions(ledger, job_id) == [
-        (None, "CREATED"), ("CREATED", "SUBMITTING"), ("SUBMITTING", "QUEUED"),
-        ("QUEUED", "RUNNING"), ("RUNNING", "COMPLETED")]
+        (None, "CREATED"),
+        ("CREATED", "SUBMITTING"),
+        ("SUBMITTING", "QUEUED"),
+        ("QUEUED", "RUNNING"),
+        ("RUNNING", "COMPLETED"),
+    ]
     assert set(job.phases) >= {"queue", "run", "post_process"}
 
 
-def test_queue_position_is_kept_while_queued_and_cleared_when_running(setup, clock,
-                                                                      cloud) -> None:
+def test_queue_position_is_kept_while_queued_and_cleared_when_running(setup, clock, cloud) -> None:
     ledger, registry = setup
     job_id = new_job(ledger)
     engine = engine_for(ledger, registry)
@@ -124,8 +143,10 @@ def test_poll_backoff_grows(setup, clock, cloud) -> None:
 
         with ledger.engine.connect() as conn:
             nxt, updated = conn.execute(
-                sa.select(jobs_table.c.next_attempt_at, jobs_table.c.updated_at)
-                .where(jobs_table.c.id == job_id)).one()
+                sa.select(jobs_table.c.next_attempt_at, jobs_table.c.updated_at).where(
+                    jobs_table.c.id == job_id
+                )
+            ).one()
         gaps.append((nxt - updated).total_seconds())
         clock.advance(2000)
         engine.step()
@@ -158,12 +179,15 @@ def test_transient_errors_give_up_after_max_attempts(setup, clock, cloud) -> Non
     assert job.state is S.FAILED and "gave up after 3 attempts" in job.error
 
 
-@pytest.mark.parametrize(("kind", "backend", "state"), [
-    ("permanent", "fakeqpu", S.FAILED),
-    ("auth", "fakeqpu", S.FAILED),
-    ("ambiguous", "fakeqpu", S.NEEDS_ATTENTION),
-    ("ambiguous", "fakesim", S.COMPLETED),  # simulators are simply retried
-])
+@pytest.mark.parametrize(
+    ("kind", "backend", "state"),
+    [
+        ("permanent", "fakeqpu", S.FAILED),
+        ("auth", "fakeqpu", S.FAILED),
+        ("ambiguous", "fakeqpu", S.NEEDS_ATTENTION),
+        ("ambiguous", "fakesim", S.COMPLETED),  # simulators are simply retried
+    ],
+)
 def test_submit_error_classes(setup, clock, cloud, kind, backend, state) -> None:
     ledger, registry = setup
     cloud.submit_script.append(kind)
@@ -265,7 +289,8 @@ def test_unknown_backend_fails_job_with_message(setup, clock) -> None:
 def _client(home: Path, max_concurrent: int = 10) -> Client:
     home.mkdir(parents=True, exist_ok=True)
     (home / "backends.yaml").write_text(
-        f"backends:\n  aer:\n    max_concurrent_jobs: {max_concurrent}\n")
+        f"backends:\n  aer:\n    max_concurrent_jobs: {max_concurrent}\n"
+    )
     return Client(Settings.from_env(home=home))
 
 
@@ -273,8 +298,13 @@ def test_async_engine_runs_queued_aer_jobs_and_wakes_on_submit(tmp_path: Path) -
     client = _client(tmp_path / "home")
 
     async def scenario() -> tuple[float, list[JobState]]:
-        engine = Engine(client.ledger, client.registry, tick=30.0, lease_ttl=10,
-                        wake_dir=client.settings.home / "run")
+        engine = Engine(
+            client.ledger,
+            client.registry,
+            tick=30.0,
+            lease_ttl=10,
+            wake_dir=client.settings.home / "run",
+        )
         await engine.start()
         try:
             started = time.monotonic()
@@ -297,8 +327,13 @@ def test_async_engine_cancels_a_running_aer_job(tmp_path: Path) -> None:
     client = _client(tmp_path / "home")
 
     async def scenario() -> JobState:
-        engine = Engine(client.ledger, client.registry, tick=0.1, lease_ttl=3,
-                        wake_dir=client.settings.home / "run")
+        engine = Engine(
+            client.ledger,
+            client.registry,
+            tick=0.1,
+            lease_ttl=3,
+            wake_dir=client.settings.home / "run",
+        )
         await engine.start()
         try:
             job = client.submit(slow_circuits(count=6), shots=10)
@@ -344,8 +379,13 @@ def test_engine_host_stays_responsive_during_a_long_simulation(tmp_path: Path) -
     client = _client(tmp_path / "home")
 
     async def scenario() -> tuple[float, JobState]:
-        engine = Engine(client.ledger, client.registry, tick=0.1, lease_ttl=3,
-                        wake_dir=client.settings.home / "run")
+        engine = Engine(
+            client.ledger,
+            client.registry,
+            tick=0.1,
+            lease_ttl=3,
+            wake_dir=client.settings.home / "run",
+        )
         await engine.start()
         try:
             job = client.submit(slow_circuits(count=3), shots=10)
@@ -407,9 +447,14 @@ def test_cancelling_one_aer_job_does_not_lose_its_neighbour(tmp_path: Path) -> N
     client = _client(tmp_path / "home")
 
     async def scenario() -> tuple[JobState, JobState, list[str]]:
-        engine = Engine(client.ledger, client.registry, tick=0.1, lease_ttl=5,
-                        wake_dir=client.settings.home / "run",
-                        retry=RetryPolicy(base=0.1, cap=0.5))
+        engine = Engine(
+            client.ledger,
+            client.registry,
+            tick=0.1,
+            lease_ttl=5,
+            wake_dir=client.settings.home / "run",
+            retry=RetryPolicy(base=0.1, cap=0.5),
+        )
         await engine.start()
         try:
             victim = client.submit(slow_circuits(count=4), shots=10, name="victim")

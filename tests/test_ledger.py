@@ -22,11 +22,25 @@ from qmlops_jupyter.states import TRANSITIONS, JobState
 S = JobState
 
 
-def make_job(ledger: Ledger, owner: str = "alice", key: str | None = None, backend: str = "aer",
-             shots: int = 100, request_hash: str = "h1", **kw):
-    return ledger.create_job(owner=owner, backend=backend, shots=shots,
-                             prepared=prepare(BELL_QASM2), request_hash=request_hash,
-                             actor="test", idempotency_key=key, **kw)
+def make_job(
+    ledger: Ledger,
+    owner: str = "alice",
+    key: str | None = None,
+    backend: str = "aer",
+    shots: int = 100,
+    request_hash: str = "h1",
+    **kw,
+):
+    return ledger.create_job(
+        owner=owner,
+        backend=backend,
+        shots=shots,
+        prepared=prepare(BELL_QASM2),
+        request_hash=request_hash,
+        actor="test",
+        idempotency_key=key,
+        **kw,
+    )
 
 
 def test_migrations_apply_on_open_and_match_the_orm(ledger: Ledger) -> None:
@@ -86,8 +100,9 @@ def test_every_row_has_an_owner(ledger: Ledger) -> None:
     ledger.claim("h", 30, job_id=job.id)
     assert ledger.transition(job.id, S.CREATED, S.SUBMITTING, actor="t", holder="h")
     assert ledger.transition(job.id, S.SUBMITTING, S.RUNNING, actor="t", holder="h")
-    assert ledger.complete(job.id, S.RUNNING, counts=[{"00": 100}], metadata={}, actor="t",
-                           holder="h")
+    assert ledger.complete(
+        job.id, S.RUNNING, counts=[{"00": 100}], metadata={}, actor="t", holder="h"
+    )
     ledger.note(job.id, "note", "t", "hello")
     with ledger.engine.connect() as conn:
         for table in ("jobs", "job_events", "job_payloads", "job_results"):
@@ -136,8 +151,7 @@ def test_expired_lease_is_taken_over(ledger_url: str) -> None:
     assert [j.id for j in taken] == [job.id]
     assert ledger.lease_holder(job.id) == "engine-b"
     assert not ledger.transition(job.id, S.CREATED, S.SUBMITTING, actor="a", holder="engine-a")
-    assert any(e.kind == "lease" and "engine-a" in (e.message or "")
-               for e in ledger.events(job.id))
+    assert any(e.kind == "lease" and "engine-a" in (e.message or "") for e in ledger.events(job.id))
     ledger.close()
 
 
@@ -158,8 +172,7 @@ def test_provider_job_id_is_set_at_most_once(ledger: Ledger) -> None:
     assert ledger.transition(job.id, S.CREATED, S.SUBMITTING, actor="a")
     assert ledger.transition(job.id, S.SUBMITTING, S.QUEUED, actor="a", provider_job_id="p-1")
     assert ledger.transition(job.id, S.QUEUED, S.SUBMITTING, actor="a")
-    assert not ledger.transition(job.id, S.SUBMITTING, S.QUEUED, actor="a",
-                                 provider_job_id="p-2")
+    assert not ledger.transition(job.id, S.SUBMITTING, S.QUEUED, actor="a", provider_job_id="p-2")
     assert ledger.get_job(job.id).provider_job_id == "p-1"
 
 
@@ -167,10 +180,12 @@ def test_result_written_with_completion_only_once(ledger: Ledger) -> None:
     job, _ = make_job(ledger)
     ledger.transition(job.id, S.CREATED, S.SUBMITTING, actor="a")
     ledger.transition(job.id, S.SUBMITTING, S.RUNNING, actor="a")
-    assert ledger.complete(job.id, S.RUNNING, counts=[{"11": 100}], metadata={"m": 1},
-                           actor="a", holder=None)
-    assert not ledger.complete(job.id, S.RUNNING, counts=[{"00": 100}], metadata={},
-                               actor="b", holder=None)
+    assert ledger.complete(
+        job.id, S.RUNNING, counts=[{"11": 100}], metadata={"m": 1}, actor="a", holder=None
+    )
+    assert not ledger.complete(
+        job.id, S.RUNNING, counts=[{"00": 100}], metadata={}, actor="b", holder=None
+    )
     record = ledger.get_job(job.id)
     assert record.result is not None and record.result.counts == [{"11": 100}]
     with ledger.engine.connect() as conn:
@@ -230,8 +245,10 @@ def test_listing_is_paginated_newest_first_and_filtered(ledger_url: str) -> None
 
 
 def test_listing_uses_an_index(ledger: Ledger) -> None:
-    query = ("SELECT id FROM jobs WHERE owner = 'a' AND state = 'COMPLETED' "
-             "ORDER BY created_at DESC, id DESC LIMIT 50")
+    query = (
+        "SELECT id FROM jobs WHERE owner = 'a' AND state = 'COMPLETED' "
+        "ORDER BY created_at DESC, id DESC LIMIT 50"
+    )
     with ledger.engine.connect() as conn:
         if ledger.dialect == "sqlite":
             plan = " ".join(str(r) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + query))

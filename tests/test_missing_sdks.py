@@ -34,40 +34,51 @@ CASES = [
 
 def run_blocked(blocked: str, code: str, *args: str, home: Path) -> subprocess.CompletedProcess:
     env = {"QMLOPS_HOME": str(home), "PATH": "/usr/bin:/bin", "IONQ_API_KEY": "k"}
-    return subprocess.run([sys.executable, "-c", BLOCKER, blocked, code, *args], env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", BLOCKER, blocked, code, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.mark.parametrize(("backend", "module", "extra"), CASES)
 def test_submit_names_the_extra(backend: str, module: str, extra: str, tmp_path: Path) -> None:
     qasm = tmp_path / "bell.qasm"
     qasm.write_text(BELL_QASM2)
-    code = ("from qmlops_jupyter.cli.main import cli; "
-            "cli(['submit', '--backend', sys.argv[0], sys.argv[1]], prog_name='qmlops')")
+    code = (
+        "from qmlops_jupyter.cli.main import cli; "
+        "cli(['submit', '--backend', sys.argv[0], sys.argv[1]], prog_name='qmlops')"
+    )
     done = run_blocked(module, code, backend, str(qasm), home=tmp_path / "home")
     assert done.returncode == 5, done.stderr  # backend unavailable
     last = done.stderr.strip().splitlines()[-1]
     assert f"pip install 'qmlops-jupyter[{extra}]'" in last, done.stderr
     assert "Traceback" not in done.stderr
     # Nothing was recorded.
-    code = ("from qmlops_jupyter.cli.main import cli; "
-            "cli(['jobs', '--json'], prog_name='qmlops')")
+    code = "from qmlops_jupyter.cli.main import cli; cli(['jobs', '--json'], prog_name='qmlops')"
     listed = run_blocked(module, code, home=tmp_path / "home")
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout.strip() == "[]"
 
 
 def test_listing_goes_on_without_the_sdks(tmp_path: Path) -> None:
-    code = ("from qmlops_jupyter.cli.main import cli; "
-            "cli(['backends', '--json'], prog_name='qmlops')")
+    code = (
+        "from qmlops_jupyter.cli.main import cli; cli(['backends', '--json'], prog_name='qmlops')"
+    )
     done = run_blocked("braket,qiskit_ibm_runtime,httpx,pennylane", code, home=tmp_path)
     assert done.returncode == 0, done.stderr
     import json
 
     infos = {i["name"]: i for i in json.loads(done.stdout)}
     assert infos["aer"]["available"] is True
-    for plugin, extra in [("braket", "braket"), ("ionq", "ionq"), ("ibm", "ibm"),
-                          ("pennylane", "pennylane")]:
+    for plugin, extra in [
+        ("braket", "braket"),
+        ("ionq", "ionq"),
+        ("ibm", "ibm"),
+        ("pennylane", "pennylane"),
+    ]:
         names = [n for n in infos if n == plugin or n.startswith(plugin + ":")]
         assert names, (plugin, sorted(infos))
         for name in names:

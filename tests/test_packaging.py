@@ -10,22 +10,45 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "qmlops_jupyter"
-CORE = ["states", "errors", "models", "config", "circuits", "client", "ledger", "backends",
-        "engine"]
+CORE = [
+    "states",
+    "errors",
+    "models",
+    "config",
+    "circuits",
+    "client",
+    "ledger",
+    "backends",
+    "engine",
+]
 
 
 def modules_after(code: str) -> set[str]:
     out = subprocess.run(
         [sys.executable, "-c", f"{code}\nimport sys, json; print(json.dumps(sorted(sys.modules)))"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return set(json.loads(out))
 
 
 def test_import_is_light() -> None:
     loaded = modules_after("import qmlops_jupyter")
-    heavy = {"qiskit", "qiskit_aer", "sqlalchemy", "alembic", "pydantic", "mlflow", "braket",
-             "pennylane", "qiskit_ibm_runtime", "numpy", "tornado", "jupyter_server"}
+    heavy = {
+        "qiskit",
+        "qiskit_aer",
+        "sqlalchemy",
+        "alembic",
+        "pydantic",
+        "mlflow",
+        "braket",
+        "pennylane",
+        "qiskit_ibm_runtime",
+        "numpy",
+        "tornado",
+        "jupyter_server",
+    }
     assert not heavy & {m.split(".")[0] for m in loaded}
 
 
@@ -61,8 +84,9 @@ def test_missing_sdk_gives_the_install_hint(monkeypatch: pytest.MonkeyPatch) -> 
     from qmlops_jupyter.config import BackendsFile
     from qmlops_jupyter.errors import MissingBackendDependency
 
-    fake = EntryPoint(name="ionq", value="qmlops_nonexistent_sdk.adapter:Backend",
-                      group="qmlops_jupyter.backends")
+    fake = EntryPoint(
+        name="ionq", value="qmlops_nonexistent_sdk.adapter:Backend", group="qmlops_jupyter.backends"
+    )
     monkeypatch.setattr("qmlops_jupyter.backends.entry_points", lambda group: [fake])
     registry = BackendRegistry(BackendsFile())
     with pytest.raises(MissingBackendDependency, match=r"pip install 'qmlops-jupyter\[ionq\]'"):

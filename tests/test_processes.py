@@ -25,9 +25,10 @@ QMLOPS = [sys.executable, "-m", "qmlops_jupyter.cli"]
 
 def start_engine(env: dict[str, str], *extra: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [*QMLOPS, "--log-level", "INFO", "--log-format", "json", "engine", "--tick", "0.2",
-         *extra],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [*QMLOPS, "--log-level", "INFO", "--log-format", "json", "engine", "--tick", "0.2", *extra],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
 
 
@@ -122,11 +123,16 @@ def test_engine_logs_transitions_as_json(client: Client, env, procs) -> None:
     wait_for(lambda: job.state.terminal, 60, "the job")
     engine.send_signal(signal.SIGTERM)
     engine.wait(20)
-    lines = [json.loads(line) for line in engine.stderr.read().decode().splitlines()
-             if line.startswith("{")]
+    lines = [
+        json.loads(line)
+        for line in engine.stderr.read().decode().splitlines()
+        if line.startswith("{")
+    ]
     moves = [r for r in lines if r.get("event") == "transition" and r.get("job_id") == job.id]
     assert {(r["old_state"], r["new_state"]) for r in moves} >= {
-        ("CREATED", "SUBMITTING"), ("RUNNING", "COMPLETED")}
+        ("CREATED", "SUBMITTING"),
+        ("RUNNING", "COMPLETED"),
+    }
     assert all(r["backend"] == "aer" for r in moves)
 
 
@@ -153,8 +159,12 @@ def test_twenty_concurrent_submits_with_one_key_make_one_job(
         " '--idempotency-key', 'same-key', '--json']\n"
         "main()\n"
     )
-    procs = [subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE) for _ in range(20)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for _ in range(20)
+    ]
     time.sleep(1.0)  # let them import
     go.touch()
     outputs = [p.communicate(timeout=120) for p in procs]
@@ -180,19 +190,26 @@ def test_kernel_killed_while_waiting_does_not_strand_its_job(client: Client, env
         "q.submit(slow_circuits(count=4), shots=10, wait=True)\n"
     )
     tests_dir = str(Path(__file__).parent)
-    kernel = subprocess.Popen([sys.executable, "-c", script],
-                              env={**env, "PYTHONPATH": tests_dir})
+    kernel = subprocess.Popen([sys.executable, "-c", script], env={**env, "PYTHONPATH": tests_dir})
     try:
-        wait_for(lambda: any(j.record.state is S.RUNNING for j in client.jobs()), 60,
-                 "the kernel to start its job")
+        wait_for(
+            lambda: any(j.record.state is S.RUNNING for j in client.jobs()),
+            60,
+            "the kernel to start its job",
+        )
     finally:
         kernel.kill()
         kernel.wait(10)
     job = client.jobs()[0]
     assert client.ledger.lease_holder(job.id).startswith("client:")
     started = time.monotonic()
-    result = subprocess.run([*QMLOPS, "wait", job.id, "--timeout", "60"], env=env,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [*QMLOPS, "wait", job.id, "--timeout", "60"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert time.monotonic() - started < 25  # not the 30 s lease
     assert job.refresh().state is S.COMPLETED

@@ -50,9 +50,17 @@ class JobLifecycle(RuleBasedStateMachine):
         self.clock = FakeClock()
         self.ledger = Ledger.open(f"sqlite:///{self.dir / 'l.sqlite'}", clock=self.clock)
         self.cloud = FakeCloud()
-        self.registry = BackendRegistry(BackendsFile.model_validate(
-            {"backends": {"fakeqpu": {"max_concurrent_jobs": 2}, "fakesim": {},
-                          "aer": {"max_concurrent_jobs": 2}}}))
+        self.registry = BackendRegistry(
+            BackendsFile.model_validate(
+                {
+                    "backends": {
+                        "fakeqpu": {"max_concurrent_jobs": 2},
+                        "fakesim": {},
+                        "aer": {"max_concurrent_jobs": 2},
+                    }
+                }
+            )
+        )
         qpu, sim = make_fake_backends(self.cloud)
         self.registry.register("fakeqpu", qpu)
         self.registry.register("fakesim", sim)
@@ -66,9 +74,13 @@ class JobLifecycle(RuleBasedStateMachine):
 
     def _new_engine(self) -> Engine:
         self.generation += 1
-        return Engine(self.ledger, self.registry, holder=f"engine-{self.generation}",
-                      lease_ttl=10, retry=RetryPolicy(max_attempts=3, base=1, cap=4,
-                                                      poll_base=1, poll_cap=4))
+        return Engine(
+            self.ledger,
+            self.registry,
+            holder=f"engine-{self.generation}",
+            lease_ttl=10,
+            retry=RetryPolicy(max_attempts=3, base=1, cap=4, poll_base=1, poll_cap=4),
+        )
 
     def teardown(self) -> None:
         if hasattr(self, "ledger"):
@@ -77,12 +89,20 @@ class JobLifecycle(RuleBasedStateMachine):
 
     # -- rules ---------------------------------------------------------------------------------
 
-    @rule(backend=st.sampled_from(["fakeqpu", "fakeqpu", "fakesim", "aer"]),
-          timeout=st.sampled_from([None, None, 20.0]))
+    @rule(
+        backend=st.sampled_from(["fakeqpu", "fakeqpu", "fakesim", "aer"]),
+        timeout=st.sampled_from([None, None, 20.0]),
+    )
     def submit(self, backend: str, timeout: float | None) -> None:
         job, created = self.ledger.create_job(
-            owner="u", backend=backend, shots=16, prepared=self.prepared,
-            request_hash=f"h{len(self.job_ids)}", actor="user", timeout=timeout)
+            owner="u",
+            backend=backend,
+            shots=16,
+            prepared=self.prepared,
+            request_hash=f"h{len(self.job_ids)}",
+            actor="user",
+            timeout=timeout,
+        )
         assert created
         self.job_ids.append(job.id)
 
@@ -163,13 +183,16 @@ class JobLifecycle(RuleBasedStateMachine):
         if not hasattr(self, "ledger"):
             return
         with self.ledger.engine.connect() as conn:
-            dupes = conn.execute(sa.text(
-                "SELECT job_id FROM job_results GROUP BY job_id HAVING count(*) > 1")).all()
+            dupes = conn.execute(
+                sa.text("SELECT job_id FROM job_results GROUP BY job_id HAVING count(*) > 1")
+            ).all()
         assert dupes == []
 
 
 JobLifecycle.TestCase.settings = settings(
-    max_examples=60, stateful_step_count=30, deadline=None,
+    max_examples=60,
+    stateful_step_count=30,
+    deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestJobLifecycle = JobLifecycle.TestCase

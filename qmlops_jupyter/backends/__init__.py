@@ -33,8 +33,7 @@ class BackendRegistry:
     def register(self, plugin: str, cls: type[Backend]) -> None:
         """Add a backend class by hand (tests, notebooks); entry points need no call."""
         self._classes[plugin] = cls
-        self._instances = {k: v for k, v in self._instances.items()
-                           if k.split(":", 1)[0] != plugin}
+        self._instances = {k: v for k, v in self._instances.items() if k.split(":", 1)[0] != plugin}
 
     def plugin_names(self) -> list[str]:
         names = {ep.name for ep in entry_points(group=GROUP)} | set(self._classes)
@@ -103,4 +102,3 @@ def check_requirements(cls: type[Backend], plugin: str) -> None:
                 f"backend {plugin!r} needs {module!r}, which is not installed; install it "
                 f"with: pip install 'qmlops-jupyter[{extra}]'"
             )
-

@@ -29,8 +29,25 @@ if TYPE_CHECKING:
 #: Gates the stabilizer method simulates; a circuit of only these needs no state vector when
 #: Aer picks its method automatically.
 CLIFFORD_OPS = frozenset(
-    {"h", "s", "sdg", "x", "y", "z", "cx", "cy", "cz", "swap", "id", "sx", "sxdg",
-     "measure", "barrier", "reset", "delay"}
+    {
+        "h",
+        "s",
+        "sdg",
+        "x",
+        "y",
+        "z",
+        "cx",
+        "cy",
+        "cz",
+        "swap",
+        "id",
+        "sx",
+        "sxdg",
+        "measure",
+        "barrier",
+        "reset",
+        "delay",
+    }
 )
 _NON_GATES = frozenset({"measure", "barrier", "reset", "delay"})
 #: Gates x amplitudes of state-vector work above which a waiting caller's job still runs in a
@@ -56,8 +73,10 @@ class AerBackend(Backend):
     def __init__(self, name: str, config: Any = None, device: str | None = None) -> None:
         super().__init__(name, config, device)
         if device:
-            raise UnknownBackend(f"unknown backend {name!r}: aer takes no device name "
-                                 "(set the simulation method in backends.yaml options)")
+            raise UnknownBackend(
+                f"unknown backend {name!r}: aer takes no device name "
+                "(set the simulation method in backends.yaml options)"
+            )
         self.workers = WorkerPool("Aer", self.config.max_concurrent_jobs)
 
     @cached_property
@@ -110,7 +129,8 @@ class AerBackend(Backend):
             buffer = io.BytesIO()
             qpy.dump(runnable, buffer)
             future = self.workers.submit(
-                _run_in_worker, buffer.getvalue(), dict(self.config.options), run_options)
+                _run_in_worker, buffer.getvalue(), dict(self.config.options), run_options
+            )
             return WorkerHandle(self.workers, future, _payload_result, phases)
         return AerHandle(self.simulator, runnable, run_options, phases=phases)
 
@@ -145,14 +165,16 @@ def _counts_of(result: Any) -> ProviderResult:
             # spaces removed (bit 0 rightmost), at a fraction of its cost on large batches.
             counts.append({format(int(key, 16), f"0{width}b"): int(v) for key, v in raw.items()})
         else:
-            counts.append({key.replace(" ", ""): int(v)
-                           for key, v in result.get_counts(i).items()})
+            counts.append({key.replace(" ", ""): int(v) for key, v in result.get_counts(i).items()})
     first = result.results[0] if result.results else None
-    return ProviderResult(counts=counts, metadata={
-        "seed_simulator": getattr(first, "seed_simulator", None),
-        "method": (getattr(first, "metadata", None) or {}).get("method"),
-        "time_taken": getattr(result, "time_taken", None),
-    })
+    return ProviderResult(
+        counts=counts,
+        metadata={
+            "seed_simulator": getattr(first, "seed_simulator", None),
+            "method": (getattr(first, "metadata", None) or {}).get("method"),
+            "time_taken": getattr(result, "time_taken", None),
+        },
+    )
 
 
 class AerHandle(JobHandle):
@@ -162,8 +184,13 @@ class AerHandle(JobHandle):
     the ledger writes and the simulation do not fight over it.
     """
 
-    def __init__(self, simulator: Any, circuits: list[Any], run_options: dict[str, Any],
-                 phases: dict[str, float] | None = None) -> None:
+    def __init__(
+        self,
+        simulator: Any,
+        circuits: list[Any],
+        run_options: dict[str, Any],
+        phases: dict[str, float] | None = None,
+    ) -> None:
         self._simulator = simulator
         self._circuits = circuits
         self._run_options = run_options
@@ -216,8 +243,9 @@ def _warm() -> bool:
     return True
 
 
-def _run_in_worker(qpy_bytes: bytes, simulator_options: dict[str, Any],
-                   run_options: dict[str, Any]) -> dict[str, Any]:
+def _run_in_worker(
+    qpy_bytes: bytes, simulator_options: dict[str, Any], run_options: dict[str, Any]
+) -> dict[str, Any]:
     """Runs in a worker process: load the circuits, simulate, return plain counts."""
     from qiskit import qpy
     from qiskit_aer import AerSimulator

@@ -119,8 +119,9 @@ class Backend(ABC):
     requires: ClassVar[tuple[str, ...]] = ()
     extra: ClassVar[str | None] = None
 
-    def __init__(self, name: str, config: BackendConfig | None = None,
-                 device: str | None = None) -> None:
+    def __init__(
+        self, name: str, config: BackendConfig | None = None, device: str | None = None
+    ) -> None:
         self.name = name
         self.config = config or BackendConfig()
         self.device = device
@@ -187,8 +188,9 @@ class Backend(ABC):
         limits = [q for q in (self.config.max_qubits, self.capabilities.max_qubits) if q]
         return min(limits) if limits else None
 
-    def validate(self, circuits: Sequence[CircuitInfo], shots: int,
-                 options: dict[str, Any] | None = None) -> None:
+    def validate(
+        self, circuits: Sequence[CircuitInfo], shots: int, options: dict[str, Any] | None = None
+    ) -> None:
         """Every check that can be made before anything is sent."""
         if isinstance(shots, bool) or not isinstance(shots, int):
             raise InvalidRequest(f"shots must be a whole number, not {shots!r}")
@@ -217,20 +219,24 @@ class Backend(ABC):
         if not isinstance(observables, list | tuple) or len(observables) != len(circuits):
             raise InvalidRequest(
                 f"observables must be a list of one Pauli string per circuit "
-                f"({len(circuits)} circuits)")
+                f"({len(circuits)} circuits)"
+            )
         for info, pauli in zip(circuits, observables, strict=True):
             if not isinstance(pauli, str) or not pauli or set(pauli.upper()) - set("IXYZ"):
                 raise InvalidRequest(
                     f"observable {pauli!r} for circuit {info.index} is not a Pauli string "
-                    "of I, X, Y and Z")
+                    "of I, X, Y and Z"
+                )
             if len(pauli) != info.num_qubits:
                 raise InvalidRequest(
                     f"observable {pauli!r} has {len(pauli)} terms; circuit {info.index} has "
-                    f"{info.num_qubits} qubits")
+                    f"{info.num_qubits} qubits"
+                )
             if not self.capabilities.estimator and set(pauli.upper()) - set("IZ"):
                 raise InvalidRequest(
                     f"backend {self.name} measures in the Z basis only: observable {pauli!r} "
-                    "needs basis rotations in the circuit, or a backend with an estimator")
+                    "needs basis rotations in the circuit, or a backend with an estimator"
+                )
 
     def _check_memory(self, circuits: Sequence[CircuitInfo]) -> None:
         available = available_memory()

@@ -777,8 +777,9 @@ class BraketLocalBackend(Backend):
         if options.get("isolate"):
             future = self.workers.submit(_run_local, self.simulator_name, sources, shots)
             simulator = self.simulator_name
-            return WorkerHandle(self.workers, future,
-                                lambda raw: _local_result(raw, programs, simulator), phases)
+            return WorkerHandle(
+                self.workers, future, lambda raw: _local_result(raw, programs, simulator), phases
+            )
         return LocalHandle(self.simulator_name, sources, programs, shots, phases)
 
     def close(self) -> None:

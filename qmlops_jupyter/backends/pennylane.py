@@ -191,8 +191,9 @@ class PennyLaneBackend(Backend):
 
             buffer = io.BytesIO()
             qpy.dump(run.circuits, buffer)
-            future = self.workers.submit(_run_in_worker, run.device, run.device_options,
-                                         buffer.getvalue(), shots, run.seed)
+            future = self.workers.submit(
+                _run_in_worker, run.device, run.device_options, buffer.getvalue(), shots, run.seed
+            )
             return WorkerHandle(self.workers, future, _payload_result)
         return PennyLaneHandle(run)
 

@@ -68,8 +68,10 @@ class WorkerPool:
             if self._pool is None:
                 # spawn: the workers must not inherit the host's threads and locks.
                 self._pool = ProcessPoolExecutor(
-                    self.workers, mp_context=multiprocessing.get_context("spawn"),
-                    initializer=die_with_parent)
+                    self.workers,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=die_with_parent,
+                )
             return self._pool
 
 
@@ -77,9 +79,13 @@ class WorkerHandle(JobHandle):
     """A local job running in a :class:`WorkerPool`; ``finish`` turns the worker's plain
     (picklable) answer into a :class:`ProviderResult`."""
 
-    def __init__(self, pool: WorkerPool, future: Future[Any],
-                 finish: Callable[[Any], ProviderResult],
-                 phases: dict[str, float] | None = None) -> None:
+    def __init__(
+        self,
+        pool: WorkerPool,
+        future: Future[Any],
+        finish: Callable[[Any], ProviderResult],
+        phases: dict[str, float] | None = None,
+    ) -> None:
         self._pool = pool
         self._future = future
         self._finish = finish
@@ -92,7 +98,8 @@ class WorkerHandle(JobHandle):
             return ProviderStatus(ProviderState.CANCELLED)
         if not self._future.done():
             return ProviderStatus(
-                ProviderState.RUNNING if self._future.running() else ProviderState.QUEUED)
+                ProviderState.RUNNING if self._future.running() else ProviderState.QUEUED
+            )
         error = self._future.exception()
         if error is not None:
             return ProviderStatus(ProviderState.FAILED, one_line(error))
@@ -113,8 +120,7 @@ class WorkerHandle(JobHandle):
         except ProviderError:
             raise
         except Exception as exc:
-            raise PermanentProviderError(
-                f"{self._pool.label} failed: {one_line(exc)}") from None
+            raise PermanentProviderError(f"{self._pool.label} failed: {one_line(exc)}") from None
         return self._finish(payload)
 
     def cancel(self) -> None:

@@ -52,8 +52,7 @@ def run_demo(client: Client, *, backend: str, shots: int, echo: Callable[[str], 
     _ = client.ledger, client.registry.get(backend).capabilities
     for title, circuit, expected in circuits:
         started = time.perf_counter()
-        job = client.submit(circuit, backend=backend, shots=shots, name=f"demo: {title}",
-                            wait=True)
+        job = client.submit(circuit, backend=backend, shots=shots, name=f"demo: {title}", wait=True)
         elapsed = time.perf_counter() - started
         record = job.record
         info = record.circuits[0]
@@ -61,8 +60,17 @@ def run_demo(client: Client, *, backend: str, shots: int, echo: Callable[[str], 
             outcome = f"{record.state.value}: {record.error}"
         else:
             outcome = format_counts(record.result.counts[0], shots, top=2)
-        rows.append([title, record.id, str(info.num_qubits), str(info.depth),
-                     f"{elapsed * 1000:.0f} ms", outcome, expected])
+        rows.append(
+            [
+                title,
+                record.id,
+                str(info.num_qubits),
+                str(info.depth),
+                f"{elapsed * 1000:.0f} ms",
+                outcome,
+                expected,
+            ]
+        )
     _table(rows)
     echo("")
     echo(f"ledger:   {client.ledger.url}")

@@ -59,10 +59,18 @@ def _job_json(record: JobRecord) -> dict[str, Any]:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="qmlops")
-@click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
-              help="Log lines as text or one JSON object per line (default: QMLOPS_LOG_FORMAT).")
-@click.option("--log-level", default="WARNING", show_default=True,
-              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default=None,
+    help="Log lines as text or one JSON object per line (default: QMLOPS_LOG_FORMAT).",
+)
+@click.option(
+    "--log-level",
+    default="WARNING",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+)
 def cli(log_format: str | None, log_level: str) -> None:
     """qmlops: one persistent job ledger for every quantum backend."""
     from ..logs import configure_logging
@@ -92,8 +100,17 @@ def backends(as_json: bool) -> None:
         status = i.status if i.available else f"unavailable: {i.status}"
         if not i.enabled:
             status = "disabled"
-        rows.append([i.name, kind, str(i.max_qubits or "-"), str(i.max_shots),
-                     str(i.max_concurrent_jobs), i.credentials, status])
+        rows.append(
+            [
+                i.name,
+                kind,
+                str(i.max_qubits or "-"),
+                str(i.max_shots),
+                str(i.max_concurrent_jobs),
+                i.credentials,
+                status,
+            ]
+        )
     _table(rows)
 
 
@@ -105,24 +122,42 @@ def backends(as_json: bool) -> None:
 @click.option("--backend", "-b", default="aer", show_default=True, help="Backend name.")
 @click.option("--shots", "-s", default=1024, show_default=True, type=int)
 @click.option("--name", default=None, help="A name for the job.")
-@click.option("--idempotency-key", default=None,
-              help="Submitting again with the same key returns the same job.")
+@click.option(
+    "--idempotency-key",
+    default=None,
+    help="Submitting again with the same key returns the same job.",
+)
 @click.option("--seed", default=None, type=int, help="Simulator seed (repeatable counts).")
 @click.option("--wait", "wait_", is_flag=True, help="Wait for the job to finish.")
 @click.option("--timeout", default=None, type=float, help="With --wait: give up after S seconds.")
 @click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
 @handle_errors
-def submit(files: Sequence[str], backend: str, shots: int, name: str | None,
-           idempotency_key: str | None, seed: int | None, wait_: bool, timeout: float | None,
-           as_json: bool) -> None:
+def submit(
+    files: Sequence[str],
+    backend: str,
+    shots: int,
+    name: str | None,
+    idempotency_key: str | None,
+    seed: int | None,
+    wait_: bool,
+    timeout: float | None,
+    as_json: bool,
+) -> None:
     """Submit OpenQASM 2/3 FILEs ('-' reads stdin) as one job."""
     texts, labels = [], []
     for path in files:
         texts.append(_read_circuit(path))
         labels.append("stdin" if path == "-" else path)
     client = _client()
-    job = client.submit(texts, backend=backend, shots=shots, name=name,
-                        idempotency_key=idempotency_key, seed=seed, labels=labels)
+    job = client.submit(
+        texts,
+        backend=backend,
+        shots=shots,
+        name=name,
+        idempotency_key=idempotency_key,
+        seed=seed,
+        labels=labels,
+    )
     if wait_:
         _finish_wait(client, job.id, timeout, as_json)
         return
@@ -132,12 +167,15 @@ def submit(files: Sequence[str], backend: str, shots: int, name: str | None,
         return
     click.echo(f"{record.id}")
     if client.engine_alive():
-        click.echo(f"job {record.id} is {record.state.value}; an engine host will run it.",
-                   err=True)
+        click.echo(
+            f"job {record.id} is {record.state.value}; an engine host will run it.", err=True
+        )
     else:
         click.echo(
             f"job {record.id} is {record.state.value}; no engine host is running: start one "
-            f"with 'qmlops engine', or run it here with 'qmlops wait {record.id}'.", err=True)
+            f"with 'qmlops engine', or run it here with 'qmlops wait {record.id}'.",
+            err=True,
+        )
 
 
 def _read_circuit(path: str) -> bytes:
@@ -174,8 +212,17 @@ def jobs(state: str | None, backend: str | None, limit: int, as_json: bool) -> N
         return
     rows = [["ID", "STATE", "BACKEND", "SHOTS", "CIRCUITS", "CREATED", "NAME"]]
     for r in page.jobs:
-        rows.append([r.id, r.state.value, r.backend, str(r.shots), str(len(r.circuits)),
-                     r.created_at.strftime("%Y-%m-%d %H:%M:%S"), r.name or ""])
+        rows.append(
+            [
+                r.id,
+                r.state.value,
+                r.backend,
+                str(r.shots),
+                str(len(r.circuits)),
+                r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                r.name or "",
+            ]
+        )
     _table(rows)
 
 
@@ -203,10 +250,11 @@ def show(job_id: str, as_json: bool, with_events: bool, with_qasm: bool) -> None
     if events is not None:
         click.echo("events:")
         for e in events:
-            change = f"{e.from_state or '-'} -> {e.to_state}" if e.kind == "transition" \
-                else e.kind
-            click.echo(f"  {e.at:%H:%M:%S.%f}  {change:<28} {e.actor}"
-                       + (f"  {e.message}" if e.message else ""))
+            change = f"{e.from_state or '-'} -> {e.to_state}" if e.kind == "transition" else e.kind
+            click.echo(
+                f"  {e.at:%H:%M:%S.%f}  {change:<28} {e.actor}"
+                + (f"  {e.message}" if e.message else "")
+            )
     if qasm is not None:
         for i, text in enumerate(qasm):
             click.echo(f"--- circuit {i} (OpenQASM 3) ---\n{text.rstrip()}")
@@ -253,10 +301,20 @@ def cancel(job_id: str, as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--tick", default=1.0, show_default=True, type=float,
-              help="Seconds between looks at the ledger when nothing wakes the engine.")
-@click.option("--lease-ttl", default=30.0, show_default=True, type=float,
-              help="Seconds a job lease lasts without renewal (crash takeover time).")
+@click.option(
+    "--tick",
+    default=1.0,
+    show_default=True,
+    type=float,
+    help="Seconds between looks at the ledger when nothing wakes the engine.",
+)
+@click.option(
+    "--lease-ttl",
+    default=30.0,
+    show_default=True,
+    type=float,
+    help="Seconds a job lease lasts without renewal (crash takeover time).",
+)
 @handle_errors
 def engine(tick: float, lease_ttl: float) -> None:
     """Run an engine host in the foreground until SIGTERM or Ctrl-C."""
@@ -268,8 +326,14 @@ def engine(tick: float, lease_ttl: float) -> None:
     if tick <= 0 or lease_ttl <= 0:
         raise InvalidRequest("--tick and --lease-ttl must be positive")
     client = _client()
-    host = Engine(client.ledger, client.registry, owner=client.owner, tick=tick,
-                  lease_ttl=lease_ttl, wake_dir=client.settings.home / "run")
+    host = Engine(
+        client.ledger,
+        client.registry,
+        owner=client.owner,
+        tick=tick,
+        lease_ttl=lease_ttl,
+        wake_dir=client.settings.home / "run",
+    )
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -277,8 +341,10 @@ def engine(tick: float, lease_ttl: float) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await host.start()
-        click.echo(f"qmlops engine {host.holder} running; ledger {client.ledger.url}; "
-                   "Ctrl-C to stop", err=True)
+        click.echo(
+            f"qmlops engine {host.holder} running; ledger {client.ledger.url}; Ctrl-C to stop",
+            err=True,
+        )
         await stop.wait()
         click.echo("qmlops engine stopping", err=True)
         await host.stop()

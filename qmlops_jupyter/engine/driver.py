@@ -109,8 +109,9 @@ class Driver:
             self._isolated.pop(job.id, None)
         return more
 
-    def _step(self, job: JobRecord, circuits: Sequence[Any] | None, deadline: float | None,
-              fresh: bool) -> float | None:
+    def _step(
+        self, job: JobRecord, circuits: Sequence[Any] | None, deadline: float | None, fresh: bool
+    ) -> float | None:
         try:
             backend = self.registry.get(job.backend)
         except QmlopsError as exc:
@@ -165,8 +166,12 @@ class Driver:
         self.handles[job.id] = handle
         phases = {**job.phases, **getattr(handle, "phases", {})}
         after = S.RUNNING if backend.capabilities.local else S.QUEUED
-        fields: dict[str, Any] = {"phases": phases, "error": None, "error_kind": None,
-                                  "attempts": 0}
+        fields: dict[str, Any] = {
+            "phases": phases,
+            "error": None,
+            "error_kind": None,
+            "attempts": 0,
+        }
         if handle.provider_job_id is not None:
             fields["provider_job_id"] = handle.provider_job_id
         if not self._move(job, S.SUBMITTING, after, None, **fields):
@@ -177,19 +182,30 @@ class Driver:
         return self._next_poll(job, 0)
 
     def _resume_submitting(
-        self, job: JobRecord, backend: Backend, circuits: Sequence[Any] | None,
+        self,
+        job: JobRecord,
+        backend: Backend,
+        circuits: Sequence[Any] | None,
         deadline: float | None,
     ) -> float | None:
         """A job found in SUBMITTING was cut off mid-submission (or its last try was refused
         with a transient error)."""
         if job.error_kind == "transient" or backend.capabilities.simulator:
             if job.error_kind != "transient":
-                self.ledger.note(job.id, "recovered", self.holder,
-                                 "re-submitting simulator job cut off during submission")
+                self.ledger.note(
+                    job.id,
+                    "recovered",
+                    self.holder,
+                    "re-submitting simulator job cut off during submission",
+                )
             return self._submit(job, backend, circuits, deadline, from_state=S.SUBMITTING)
-        self._end(job, S.NEEDS_ATTENTION,
-                  "submission was interrupted and its outcome is unknown; check the provider "
-                  "before resubmitting (never resubmitted automatically)", "ambiguous")
+        self._end(
+            job,
+            S.NEEDS_ATTENTION,
+            "submission was interrupted and its outcome is unknown; check the provider "
+            "before resubmitting (never resubmitted automatically)",
+            "ambiguous",
+        )
         return None
 
     def _reattach(self, job: JobRecord, backend: Backend) -> JobHandle | None:
@@ -201,24 +217,37 @@ class Driver:
             self._provider_error(job, backend, exc, during="attach")
             return None
         self.handles[job.id] = handle
-        self.ledger.note(job.id, "recovered", self.holder,
-                         f"re-attached to provider job {job.provider_job_id}")
+        self.ledger.note(
+            job.id, "recovered", self.holder, f"re-attached to provider job {job.provider_job_id}"
+        )
         return handle
 
     def _recover_lost(
-        self, job: JobRecord, backend: Backend, circuits: Sequence[Any] | None,
+        self,
+        job: JobRecord,
+        backend: Backend,
+        circuits: Sequence[Any] | None,
         deadline: float | None,
     ) -> float | None:
         """A QUEUED/RUNNING job whose handle is gone (its engine stopped or crashed)."""
         if backend.capabilities.simulator:
-            if not self._move(job, job.state, S.SUBMITTING, "recovered: re-running simulator "
-                              "job cut off by an engine stop or crash"):
+            if not self._move(
+                job,
+                job.state,
+                S.SUBMITTING,
+                "recovered: re-running simulator job cut off by an engine stop or crash",
+            ):
                 return None
-            self.ledger.note(job.id, "recovered", self.holder,
-                             "simulator job re-run after its engine stopped")
+            self.ledger.note(
+                job.id, "recovered", self.holder, "simulator job re-run after its engine stopped"
+            )
             return self._submit(job, backend, circuits, deadline, from_state=S.SUBMITTING)
-        self._end(job, S.NEEDS_ATTENTION,
-                  "lost track of the provider job and the backend cannot re-attach", "ambiguous")
+        self._end(
+            job,
+            S.NEEDS_ATTENTION,
+            "lost track of the provider job and the backend cannot re-attach",
+            "ambiguous",
+        )
         return None
 
     # -- polling and finishing -----------------------------------------------------------------
@@ -233,8 +262,14 @@ class Driver:
         if status.state is ProviderState.RUNNING:
             if job.state is S.QUEUED:
                 queued = self._since(job.submitted_at)
-                if not self._move(job, S.QUEUED, S.RUNNING, None, queue_position=None,
-                                  phases={**job.phases, "queue": queued}):
+                if not self._move(
+                    job,
+                    S.QUEUED,
+                    S.RUNNING,
+                    None,
+                    queue_position=None,
+                    phases={**job.phases, "queue": queued},
+                ):
                     return None
             return self._next_poll(job, job.polls)
         if status.state is ProviderState.DONE:
@@ -242,8 +277,9 @@ class Driver:
         if status.state is ProviderState.CANCELLED:
             self._end(job, S.CANCELLED, status.message or "cancelled at the provider", None)
             return None
-        self._end(job, S.FAILED, status.message or "the provider reported the job failed",
-                  "permanent")
+        self._end(
+            job, S.FAILED, status.message or "the provider reported the job failed", "permanent"
+        )
         return None
 
     def _finish_local(
@@ -254,8 +290,9 @@ class Driver:
         isolated = self._isolated.get(job.id, self.isolate_local)
         # An in-thread run holds the GIL and cannot be interrupted: wake only to keep the
         # lease. A worker-process run can be stopped: look at the ledger every second.
-        renew_every = max(0.05, self.lease_ttl / 3 if not isolated else min(1.0,
-                                                                             self.lease_ttl / 3))
+        renew_every = max(
+            0.05, self.lease_ttl / 3 if not isolated else min(1.0, self.lease_ttl / 3)
+        )
         while True:
             waits = [renew_every, self._remaining(job)]
             if deadline is not None:
@@ -266,8 +303,9 @@ class Driver:
             except TimeoutError:
                 pass
             except ProviderError as exc:
-                return self._provider_error(job, self.registry.get(job.backend), exc,
-                                            during="result")
+                return self._provider_error(
+                    job, self.registry.get(job.backend), exc, during="result"
+                )
             else:
                 return self._finish(job, handle, result)
             if self._timed_out(job):
@@ -282,43 +320,54 @@ class Driver:
             if deadline is not None and self.monotonic() >= deadline:
                 return 0.0  # the caller's wait ran out; the lease is still ours
 
-    def _finish(self, job: JobRecord, handle: JobHandle,
-                result: ProviderResult | None = None) -> float | None:
+    def _finish(
+        self, job: JobRecord, handle: JobHandle, result: ProviderResult | None = None
+    ) -> float | None:
         if result is None:
             try:
                 result = handle.result()
             except ProviderError as exc:
-                return self._provider_error(job, self.registry.get(job.backend), exc,
-                                            during="result")
+                return self._provider_error(
+                    job, self.registry.get(job.backend), exc, during="result"
+                )
         post = time.perf_counter()
         counts = [dict(c) for c in result.counts]
         observables = job.options.get("observables")
         if observables and "expectation_values" not in result.metadata:
             result.metadata["expectation_values"] = [
-                expectation_from_counts(c, p) for c, p in zip(counts, observables, strict=False)]
+                expectation_from_counts(c, p) for c, p in zip(counts, observables, strict=False)
+            ]
         run_seconds = self._since(job.started_at or job.submitted_at)
         measured = result.metadata.get("run_seconds")
         phases = {**job.phases, "run": run_seconds, "post_process": time.perf_counter() - post}
         if isinstance(measured, int | float) and 0 <= measured <= self._since(job.submitted_at):
             # The provider timed the run itself: the rest of the wait was queue (and polling).
             phases["run"] = float(measured)
-            phases["queue"] = max(0.0, self._since(job.submitted_at) - measured
-                                  - phases.get("transpile", 0.0))
+            phases["queue"] = max(
+                0.0, self._since(job.submitted_at) - measured - phases.get("transpile", 0.0)
+            )
         elif "queue" not in phases and job.submitted_at and job.started_at:
             # From submission to start, less the transpilation done on the way.
             waited = (job.started_at - job.submitted_at).total_seconds()
             phases["queue"] = max(0.0, waited - phases.get("transpile", 0.0))
         for old in (job.state, S.CANCELLING):
-            at = self.ledger.complete(job.id, old, counts=counts, metadata=result.metadata,
-                                      actor=self.holder, holder=self.holder, phases=phases,
-                                      message=None if old is job.state else
-                                      "finished before the cancel took effect")
+            at = self.ledger.complete(
+                job.id,
+                old,
+                counts=counts,
+                metadata=result.metadata,
+                actor=self.holder,
+                holder=self.holder,
+                phases=phases,
+                message=None if old is job.state else "finished before the cancel took effect",
+            )
             if at is not None:
                 # Keep the caller's copy whole, so it need not read the job back.
                 job.state, job.phases = S.COMPLETED, phases
                 job.updated_at = job.finished_at = at
-                job.result = JobResult.model_construct(counts=counts, shots=job.shots,
-                                       metadata=dict(result.metadata))
+                job.result = JobResult.model_construct(
+                    counts=counts, shots=job.shots, metadata=dict(result.metadata)
+                )
                 self.handles.pop(job.id, None)
                 return None
             if old is S.CANCELLING:
@@ -369,19 +418,26 @@ class Driver:
         if kind == "transient":
             attempts = job.attempts + 1
             if attempts >= self.retry.max_attempts:
-                self._end(job, S.FAILED, f"gave up after {attempts} attempts: {exc}",
-                          "transient")
+                self._end(job, S.FAILED, f"gave up after {attempts} attempts: {exc}", "transient")
                 return None
             delay = self.retry.retry_delay(attempts, self.rng)
             retry_after = getattr(exc, "retry_after", None)
             if retry_after is not None:
                 # The provider said when to come back (HTTP 429 Retry-After): never sooner.
                 delay = max(delay, min(float(retry_after), self.retry.cap))
-            self.ledger.note(job.id, "retry", self.holder,
-                             f"transient error during {during} (attempt {attempts}), retrying "
-                             f"in {delay:.1f} s: {exc}")
+            self.ledger.note(
+                job.id,
+                "retry",
+                self.holder,
+                f"transient error during {during} (attempt {attempts}), retrying "
+                f"in {delay:.1f} s: {exc}",
+            )
             self.ledger.update_held(
-                job.id, self.holder, attempts=attempts, error=str(exc), error_kind="transient",
+                job.id,
+                self.holder,
+                attempts=attempts,
+                error=str(exc),
+                error_kind="transient",
                 next_attempt_at=_after(self.ledger.clock(), delay),
             )
             if during in ("submit", "result"):
@@ -390,14 +446,20 @@ class Driver:
                 self.handles.pop(job.id, None)
             return delay
         if kind == "auth" and during != "submit":
-            self._end(job, S.NEEDS_ATTENTION,
-                      f"the credential stopped working while the job was at the provider: {exc}",
-                      "auth")
+            self._end(
+                job,
+                S.NEEDS_ATTENTION,
+                f"the credential stopped working while the job was at the provider: {exc}",
+                "auth",
+            )
             return None
         if kind == "ambiguous":
-            self._end(job, S.NEEDS_ATTENTION,
-                      f"outcome unknown during {during} (never resubmitted blindly): {exc}",
-                      "ambiguous")
+            self._end(
+                job,
+                S.NEEDS_ATTENTION,
+                f"outcome unknown during {during} (never resubmitted blindly): {exc}",
+                "ambiguous",
+            )
             return None
         # Adapters say what was wrong (a missing key, a refused one); this says what kind.
         prefix = "credential problem: " if kind == "auth" else ""
@@ -411,11 +473,13 @@ class Driver:
         """What an adapter gets besides the circuits: the job's options, its id and tags."""
         return {**job.options, "job_id": job.id, "tags": dict(job.tags)}
 
-    def _move(self, job: JobRecord, old: JobState, new: JobState, message: str | None,
-              **fields: Any) -> bool:
+    def _move(
+        self, job: JobRecord, old: JobState, new: JobState, message: str | None, **fields: Any
+    ) -> bool:
         """CAS under our lease; on success, keep the in-memory record in step."""
-        at = self.ledger.transition(job.id, old, new, actor=self.holder, holder=self.holder,
-                                    message=message, **fields)
+        at = self.ledger.transition(
+            job.id, old, new, actor=self.holder, holder=self.holder, message=message, **fields
+        )
         if at is not None:
             # The times the ledger recorded, so phase durations match the event log.
             job.state = new
@@ -423,8 +487,14 @@ class Driver:
                 job.submitted_at = at
             if new is S.RUNNING and job.started_at is None:
                 job.started_at = at
-            for key in ("phases", "provider_job_id", "attempts", "error", "error_kind",
-                        "queue_position"):
+            for key in (
+                "phases",
+                "provider_job_id",
+                "attempts",
+                "error",
+                "error_kind",
+                "queue_position",
+            ):
                 if key in fields:
                     setattr(job, key, fields[key])
         return at is not None
@@ -439,9 +509,16 @@ class Driver:
             if not is_legal(current, new):
                 # e.g. CANCELLING -> NEEDS_ATTENTION: a cancel was asked for, honour it.
                 new = S.CANCELLED if current is S.CANCELLING else S.FAILED
-            if self.ledger.transition(job.id, current, new, actor=self.holder,
-                                      holder=self.holder, message=error, error=error,
-                                      error_kind=kind):
+            if self.ledger.transition(
+                job.id,
+                current,
+                new,
+                actor=self.holder,
+                holder=self.holder,
+                message=error,
+                error=error,
+                error_kind=kind,
+            ):
                 job.state = new
                 return
             fresh = self._refresh(job)
@@ -473,8 +550,13 @@ class Driver:
         delay = self.retry.poll_delay(polls, self.rng)
         if "queue_position" in fields and fields["queue_position"] == job.queue_position:
             del fields["queue_position"]  # unchanged: nothing to write
-        self.ledger.update_held(job.id, self.holder, polls=polls + 1,
-                                next_attempt_at=_after(self.ledger.clock(), delay), **fields)
+        self.ledger.update_held(
+            job.id,
+            self.holder,
+            polls=polls + 1,
+            next_attempt_at=_after(self.ledger.clock(), delay),
+            **fields,
+        )
         job.polls = polls + 1
         if "queue_position" in fields:
             job.queue_position = fields["queue_position"]
@@ -488,5 +570,3 @@ class Driver:
 
 def _after(now: datetime, seconds: float) -> datetime:
     return now + timedelta(seconds=seconds)
-
-

@@ -57,8 +57,15 @@ class Engine:
         self.wake_dir = wake_dir
         # Local simulators run in worker processes: a long Aer run holds the GIL, and would
         # otherwise stop this host's heartbeat, lease renewals and (in a server) everything.
-        self.driver = Driver(ledger, registry, self.holder, lease_ttl=lease_ttl, retry=retry,
-                             monotonic=monotonic, isolate_local=isolate_local)
+        self.driver = Driver(
+            ledger,
+            registry,
+            self.holder,
+            lease_ttl=lease_ttl,
+            retry=retry,
+            monotonic=monotonic,
+            isolate_local=isolate_local,
+        )
         self.workers = workers or max(4, sum(self._limits().values()))
         self.last_tick: float | None = None
         self._held: set[str] = set()
@@ -95,8 +102,12 @@ class Engine:
             self._warming = loop.run_in_executor(self._executor, self._warm_up, local)
         self._open_wake_socket(loop)
         self._task = asyncio.create_task(self._main(), name="qmlops-engine")
-        log.info("engine %s started (ledger %s)", self.holder, self.ledger.url,
-                 extra={"event": "engine_start", "actor": self.holder})
+        log.info(
+            "engine %s started (ledger %s)",
+            self.holder,
+            self.ledger.url,
+            extra={"event": "engine_start", "actor": self.holder},
+        )
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop claiming, give running steps ``grace`` seconds, then let go of every lease so
@@ -118,8 +129,9 @@ class Engine:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
         self._task = None
-        log.info("engine %s stopped", self.holder,
-                 extra={"event": "engine_stop", "actor": self.holder})
+        log.info(
+            "engine %s stopped", self.holder, extra={"event": "engine_stop", "actor": self.holder}
+        )
 
     @property
     def running(self) -> bool:
@@ -174,7 +186,10 @@ class Engine:
     def _claim(self, limit: int) -> list[JobRecord]:
         limits = self._limits()
         return self.ledger.claim(
-            self.holder, self.lease_ttl, limit=limit, max_concurrent=limits,
+            self.holder,
+            self.lease_ttl,
+            limit=limit,
+            max_concurrent=limits,
             exclude=list(self._inflight),
         )
 
@@ -183,12 +198,15 @@ class Engine:
         try:
             more = self.driver.advance(job)
         except Exception as exc:  # a bug or an unexpected SDK error must not kill the host
-            log.exception("advancing job %s failed", job.id,
-                          extra={"job_id": job.id, "backend": job.backend})
+            log.exception(
+                "advancing job %s failed", job.id, extra={"job_id": job.id, "backend": job.backend}
+            )
             from ..errors import ProviderError
 
             more = self.driver._provider_error(
-                job, self.registry.get(job.backend), ProviderError(f"internal error: {exc}"),
+                job,
+                self.registry.get(job.backend),
+                ProviderError(f"internal error: {exc}"),
                 during="advance",
             )
         if more is None:
@@ -198,8 +216,7 @@ class Engine:
         self.ledger.engine_heartbeat(self.holder, self.owner)
         self.ledger.reap_dead_local_leases(self.holder)
         if self._held:
-            self._held &= self.ledger.renew_leases(self.holder, self.lease_ttl,
-                                                   sorted(self._held))
+            self._held &= self.ledger.renew_leases(self.holder, self.lease_ttl, sorted(self._held))
 
     def _recover_dead_engines(self) -> None:
         """Engines on this host that died (kill -9, OOM): mark them stopped, so clients stop
@@ -207,8 +224,9 @@ class Engine:
         for dead in self.ledger.dead_local_holders():
             if dead != self.holder:
                 self.ledger.engine_stopped(dead)
-                log.warning("engine %s is gone", dead,
-                            extra={"event": "recovery", "actor": self.holder})
+                log.warning(
+                    "engine %s is gone", dead, extra={"event": "recovery", "actor": self.holder}
+                )
         self._heartbeat()  # frees dead local holders' leases (reap_dead_local_leases)
 
     def _local_backends(self) -> list[Any]:

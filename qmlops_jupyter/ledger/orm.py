@@ -123,9 +123,7 @@ class JobPayloadRow(Base):
 
     __tablename__ = "job_payloads"
 
-    job_id: Mapped[str] = mapped_column(
-        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
-    )
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     owner: Mapped[str] = mapped_column(String(128))
     qpy: Mapped[bytes] = mapped_column(LargeBinary)
     qasm3: Mapped[list] = mapped_column(JSON)
@@ -136,9 +134,7 @@ class JobResultRow(Base):
 
     __tablename__ = "job_results"
 
-    job_id: Mapped[str] = mapped_column(
-        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
-    )
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     owner: Mapped[str] = mapped_column(String(128))
     counts: Mapped[list] = mapped_column(JSON)
     meta: Mapped[dict] = mapped_column("metadata", JSON)

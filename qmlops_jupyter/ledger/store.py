@@ -104,9 +104,7 @@ class Ledger:
         """Connect, apply any pending migrations, and return the ledger."""
         url = normalise_url(url)
         if url.startswith("sqlite"):
-            engine = create_engine(
-                url, connect_args={"timeout": 60, "check_same_thread": False}
-            )
+            engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
             _configure_sqlite(engine)
         else:
             engine = create_engine(url, pool_pre_ping=True)
@@ -216,17 +214,38 @@ class Ledger:
                 conn.execute(insert(jobs), row)
                 conn.execute(
                     insert(payloads),
-                    {"job_id": job_id, "owner": owner, "qpy": prepared.qpy,
-                     "qasm3": prepared.qasm3},
+                    {
+                        "job_id": job_id,
+                        "owner": owner,
+                        "qpy": prepared.qpy,
+                        "qasm3": prepared.qasm3,
+                    },
                 )
                 created_event = {
-                    "job_id": job_id, "owner": owner, "at": now, "kind": "transition",
-                    "from_state": None, "to_state": JobState.CREATED.value, "actor": actor,
-                    "message": f"{len(prepared.infos)} circuit(s), {shots} shots on {backend}"}
-                conn.execute(insert(events), [created_event, {
-                    **created_event, "from_state": JobState.CREATED.value,
-                    "to_state": JobState.SUBMITTING.value, "actor": lease_holder,
-                    "message": None}] if started else [created_event])
+                    "job_id": job_id,
+                    "owner": owner,
+                    "at": now,
+                    "kind": "transition",
+                    "from_state": None,
+                    "to_state": JobState.CREATED.value,
+                    "actor": actor,
+                    "message": f"{len(prepared.infos)} circuit(s), {shots} shots on {backend}",
+                }
+                conn.execute(
+                    insert(events),
+                    [
+                        created_event,
+                        {
+                            **created_event,
+                            "from_state": JobState.CREATED.value,
+                            "to_state": JobState.SUBMITTING.value,
+                            "actor": lease_holder,
+                            "message": None,
+                        },
+                    ]
+                    if started
+                    else [created_event],
+                )
         except IntegrityError:
             # Lost a race on the idempotency key: the other insert won, and nothing of ours
             # was written (the transaction rolled back whole).
@@ -241,9 +260,13 @@ class Ledger:
     def _by_idempotency_key(self, owner: str, key: str, request_hash: str) -> JobRecord | None:
         """The job already made with this key, if the request matches; a conflict if not."""
         with self._read() as conn:
-            row = conn.execute(
-                _job_select().where(jobs.c.owner == owner, jobs.c.idempotency_key == key)
-            ).mappings().first()
+            row = (
+                conn.execute(
+                    _job_select().where(jobs.c.owner == owner, jobs.c.idempotency_key == key)
+                )
+                .mappings()
+                .first()
+            )
         if row is None:
             return None
         if row["request_hash"] != request_hash:
@@ -299,8 +322,10 @@ class Ledger:
         if cursor:
             created, last_id = _decode_cursor(cursor)
             # A row-value comparison lets both databases seek in the index to the page.
-            query = query.where(tuple_(jobs.c.created_at, jobs.c.id)
-                                < tuple_(literal(created, UTCDateTime()), literal(last_id)))
+            query = query.where(
+                tuple_(jobs.c.created_at, jobs.c.id)
+                < tuple_(literal(created, UTCDateTime()), literal(last_id))
+            )
         query = query.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit + 1)
         with self._read() as conn:
             rows = conn.execute(query).mappings().all()
@@ -313,9 +338,11 @@ class Ledger:
 
     def events(self, job_id: str) -> list[JobEvent]:
         with self._read() as conn:
-            rows = conn.execute(
-                select(events).where(events.c.job_id == job_id).order_by(events.c.seq)
-            ).mappings().all()
+            rows = (
+                conn.execute(select(events).where(events.c.job_id == job_id).order_by(events.c.seq))
+                .mappings()
+                .all()
+            )
         return [JobEvent(**{k: r[k] for k in JobEvent.model_fields}) for r in rows]
 
     def load_circuits(self, job_id: str) -> list[Any]:
@@ -343,11 +370,11 @@ class Ledger:
         from ..circuits import to_qasm3
 
         circuits = self.load_circuits(job_id)
-        rendered = [q if q is not None else to_qasm3(c) for q, c in zip(stored, circuits,
-                                                                         strict=True)]
+        rendered = [
+            q if q is not None else to_qasm3(c) for q, c in zip(stored, circuits, strict=True)
+        ]
         with self._write() as conn:
-            conn.execute(update(payloads).where(payloads.c.job_id == job_id).values(
-                qasm3=rendered))
+            conn.execute(update(payloads).where(payloads.c.job_id == job_id).values(qasm3=rendered))
         return rendered
 
     @overload
@@ -356,20 +383,24 @@ class Ledger:
     @overload
     def count_in_flight(self, conn: Connection | None, backend: str) -> int: ...
 
-    def count_in_flight(self, conn: Connection | None = None,
-                        backend: str | None = None) -> dict[str, int] | int:
+    def count_in_flight(
+        self, conn: Connection | None = None, backend: str | None = None
+    ) -> dict[str, int] | int:
         """Jobs holding a concurrency slot, per backend (leased CREATED jobs count too)."""
         now = self.clock()
         holding = or_(
             jobs.c.state.in_(_IN_FLIGHT),
-            and_(jobs.c.state == JobState.CREATED.value,
-                 jobs.c.lease_holder.is_not(None), jobs.c.lease_expires_at >= now),
+            and_(
+                jobs.c.state == JobState.CREATED.value,
+                jobs.c.lease_holder.is_not(None),
+                jobs.c.lease_expires_at >= now,
+            ),
         )
         if backend is not None:
             query = select(func.count()).where(jobs.c.backend == backend, holding)
         else:
             query = select(jobs.c.backend, func.count()).where(holding).group_by(jobs.c.backend)
-        with (nullcontext(conn) if conn is not None else self._read()) as c:
+        with nullcontext(conn) if conn is not None else self._read() as c:
             if backend is not None:
                 return int(c.execute(query).scalar_one())
             return dict(c.execute(query).tuples().all())
@@ -409,11 +440,16 @@ class Ledger:
         if not is_legal(old, new):
             raise IllegalTransition(f"job {job_id}: {old.value} -> {new.value} is not allowed")
         now = self.clock()
-        values: dict[str, Any] = {"state": new.value, "updated_at": now,
-                                  "version": jobs.c.version + 1, **fields}
+        values: dict[str, Any] = {
+            "state": new.value,
+            "updated_at": now,
+            "version": jobs.c.version + 1,
+            **fields,
+        }
         if new in TERMINAL_STATES:
-            values.update(finished_at=now, lease_holder=None, lease_expires_at=None,
-                          next_attempt_at=None)
+            values.update(
+                finished_at=now, lease_holder=None, lease_expires_at=None, next_attempt_at=None
+            )
         # First submission and first start are kept through re-runs after a crash.
         if new is JobState.SUBMITTING and "submitted_at" not in values:
             values["submitted_at"] = func.coalesce(jobs.c.submitted_at, now)
@@ -424,24 +460,43 @@ class Ledger:
             stmt = stmt.where(jobs.c.lease_holder == holder)
         if fields.get("provider_job_id") is not None:
             # A provider job id is set at most once.
-            stmt = stmt.where(or_(jobs.c.provider_job_id.is_(None),
-                                  jobs.c.provider_job_id == fields["provider_job_id"]))
-        row = conn.execute(
-            stmt.values(**values).returning(jobs.c.backend, jobs.c.owner)
-        ).first()
+            stmt = stmt.where(
+                or_(
+                    jobs.c.provider_job_id.is_(None),
+                    jobs.c.provider_job_id == fields["provider_job_id"],
+                )
+            )
+        row = conn.execute(stmt.values(**values).returning(jobs.c.backend, jobs.c.owner)).first()
         if row is None:
             return None
         changed = Changed(row.backend, row.owner, now)
         conn.execute(
             insert(events),
-            {"job_id": job_id, "owner": changed.owner, "at": now, "kind": "transition",
-             "from_state": old.value, "to_state": new.value, "actor": actor,
-             "message": message},
+            {
+                "job_id": job_id,
+                "owner": changed.owner,
+                "at": now,
+                "kind": "transition",
+                "from_state": old.value,
+                "to_state": new.value,
+                "actor": actor,
+                "message": message,
+            },
         )
         log.info(
-            "job %s on %s: %s -> %s", job_id, changed.backend, old.value, new.value,
-            extra={"job_id": job_id, "backend": changed.backend, "old_state": old.value,
-                   "new_state": new.value, "actor": actor, "event": "transition"},
+            "job %s on %s: %s -> %s",
+            job_id,
+            changed.backend,
+            old.value,
+            new.value,
+            extra={
+                "job_id": job_id,
+                "backend": changed.backend,
+                "old_state": old.value,
+                "new_state": new.value,
+                "actor": actor,
+                "event": "transition",
+            },
         )
         return changed
 
@@ -460,14 +515,20 @@ class Ledger:
         """Write the result and mark the job COMPLETED in one transaction; return the time
         recorded (None when the job was not in ``old`` or not leased by ``holder``)."""
         with self._write() as conn:
-            changed = self._transition(conn, job_id, old, JobState.COMPLETED, actor, holder,
-                                       message, fields)
+            changed = self._transition(
+                conn, job_id, old, JobState.COMPLETED, actor, holder, message, fields
+            )
             if changed is None:
                 return None
             conn.execute(
                 insert(results),
-                {"job_id": job_id, "owner": changed.owner, "counts": list(counts),
-                 "metadata": metadata, "created_at": changed.at},
+                {
+                    "job_id": job_id,
+                    "owner": changed.owner,
+                    "counts": list(counts),
+                    "metadata": metadata,
+                    "created_at": changed.at,
+                },
             )
         return changed.at
 
@@ -476,20 +537,32 @@ class Ledger:
         with self._write() as conn:
             conn.execute(
                 insert(events).values(
-                    job_id=job_id, owner=_owner_of(job_id), at=self.clock(), kind=kind,
-                    from_state=None, to_state=None, actor=actor, message=message,
+                    job_id=job_id,
+                    owner=_owner_of(job_id),
+                    at=self.clock(),
+                    kind=kind,
+                    from_state=None,
+                    to_state=None,
+                    actor=actor,
+                    message=message,
                 )
             )
-        log.info("job %s: %s: %s", job_id, kind, message,
-                 extra={"job_id": job_id, "event": kind, "actor": actor})
+        log.info(
+            "job %s: %s: %s",
+            job_id,
+            kind,
+            message,
+            extra={"job_id": job_id, "event": kind, "actor": actor},
+        )
 
     def update_held(self, job_id: str, holder: str, **fields: Any) -> bool:
         """Change bookkeeping fields (attempts, next poll, phases) of a job this holder leases."""
         with self._write() as conn:
             res = conn.execute(
                 update(jobs)
-                .where(jobs.c.id == job_id, jobs.c.lease_holder == holder,
-                       jobs.c.state.in_(_ACTIVE))
+                .where(
+                    jobs.c.id == job_id, jobs.c.lease_holder == holder, jobs.c.state.in_(_ACTIVE)
+                )
                 .values(updated_at=self.clock(), **fields)
             )
         return res.rowcount == 1
@@ -536,15 +609,22 @@ class Ledger:
             self._serialise_claims(conn)
             query = _job_select().where(
                 jobs.c.state.in_(_ACTIVE),
-                or_(jobs.c.lease_holder.is_(None), jobs.c.lease_holder == holder,
-                    jobs.c.lease_expires_at < now),
+                or_(
+                    jobs.c.lease_holder.is_(None),
+                    jobs.c.lease_holder == holder,
+                    jobs.c.lease_expires_at < now,
+                ),
             )
             if job_id is not None:
                 query = query.where(jobs.c.id == job_id)
             else:
-                query = query.where(
-                    or_(jobs.c.next_attempt_at.is_(None), jobs.c.next_attempt_at <= now)
-                ).order_by(jobs.c.created_at).limit(max(limit * 4, 16))
+                query = (
+                    query.where(
+                        or_(jobs.c.next_attempt_at.is_(None), jobs.c.next_attempt_at <= now)
+                    )
+                    .order_by(jobs.c.created_at)
+                    .limit(max(limit * 4, 16))
+                )
             if exclude:
                 query = query.where(jobs.c.id.not_in(list(exclude)))
             candidates = conn.execute(query).mappings().all()
@@ -558,8 +638,11 @@ class Ledger:
                     break
                 backend = row["backend"]
                 mine = row["lease_holder"] == holder and row["lease_expires_at"] >= now
-                if row["state"] == JobState.CREATED.value and max_concurrent is not None \
-                        and not mine:
+                if (
+                    row["state"] == JobState.CREATED.value
+                    and max_concurrent is not None
+                    and not mine
+                ):
                     cap = max_concurrent.get(backend)
                     if cap is not None and in_flight.get(backend, 0) >= cap:
                         continue
@@ -567,19 +650,26 @@ class Ledger:
                 res = conn.execute(
                     update(jobs)
                     .where(jobs.c.id == row["id"], jobs.c.version == row["version"])
-                    .values(lease_holder=holder, lease_expires_at=expires,
-                            version=jobs.c.version + 1)
+                    .values(
+                        lease_holder=holder, lease_expires_at=expires, version=jobs.c.version + 1
+                    )
                 )
                 if res.rowcount == 1:
                     previous = row["lease_holder"]
                     if previous is not None and previous != holder:
                         conn.execute(
                             insert(events),
-                            {"job_id": row["id"], "owner": row["owner"], "at": now,
-                             "kind": "lease", "from_state": None, "to_state": None,
-                             "actor": holder,
-                             "message": f"lease taken over from {previous} "
-                                        f"(expired {row['lease_expires_at'].isoformat()})"},
+                            {
+                                "job_id": row["id"],
+                                "owner": row["owner"],
+                                "at": now,
+                                "kind": "lease",
+                                "from_state": None,
+                                "to_state": None,
+                                "actor": holder,
+                                "message": f"lease taken over from {previous} "
+                                f"(expired {row['lease_expires_at'].isoformat()})",
+                            },
                         )
                     claimed.append(_record(row, row))
             return claimed
@@ -592,15 +682,24 @@ class Ledger:
         with self._write() as conn:
             conn.execute(
                 update(jobs)
-                .where(jobs.c.id.in_(list(job_ids)), jobs.c.lease_holder == holder,
-                       jobs.c.state.in_(_ACTIVE))
+                .where(
+                    jobs.c.id.in_(list(job_ids)),
+                    jobs.c.lease_holder == holder,
+                    jobs.c.state.in_(_ACTIVE),
+                )
                 .values(lease_expires_at=now + timedelta(seconds=ttl))
             )
-            held = conn.execute(
-                select(jobs.c.id).where(jobs.c.id.in_(list(job_ids)),
-                                        jobs.c.lease_holder == holder,
-                                        jobs.c.state.in_(_ACTIVE))
-            ).scalars().all()
+            held = (
+                conn.execute(
+                    select(jobs.c.id).where(
+                        jobs.c.id.in_(list(job_ids)),
+                        jobs.c.lease_holder == holder,
+                        jobs.c.state.in_(_ACTIVE),
+                    )
+                )
+                .scalars()
+                .all()
+            )
         return set(held)
 
     def renew_lease(self, holder: str, ttl: float, job_id: str) -> JobState | None:
@@ -608,8 +707,9 @@ class Ledger:
         with self._write() as conn:
             state = conn.execute(
                 update(jobs)
-                .where(jobs.c.id == job_id, jobs.c.lease_holder == holder,
-                       jobs.c.state.in_(_ACTIVE))
+                .where(
+                    jobs.c.id == job_id, jobs.c.lease_holder == holder, jobs.c.state.in_(_ACTIVE)
+                )
                 .values(lease_expires_at=self.clock() + timedelta(seconds=ttl))
                 .returning(jobs.c.state)
             ).scalar_one_or_none()
@@ -635,29 +735,42 @@ class Ledger:
         now = self.clock()
         with self._write() as conn:
             res = conn.execute(
-                update(engines).where(engines.c.id == engine_id).values(heartbeat_at=now,
-                                                                         stopped_at=None)
+                update(engines)
+                .where(engines.c.id == engine_id)
+                .values(heartbeat_at=now, stopped_at=None)
             )
             if res.rowcount == 0:
                 conn.execute(
                     insert(engines),
-                    {"id": engine_id, "owner": owner, "hostname": socket.gethostname(),
-                     "pid": os.getpid(), "started_at": now, "heartbeat_at": now},
+                    {
+                        "id": engine_id,
+                        "owner": owner,
+                        "hostname": socket.gethostname(),
+                        "pid": os.getpid(),
+                        "started_at": now,
+                        "heartbeat_at": now,
+                    },
                 )
 
     def engine_stopped(self, engine_id: str) -> None:
         with self._write() as conn:
-            conn.execute(update(engines).where(engines.c.id == engine_id)
-                         .values(stopped_at=self.clock()))
+            conn.execute(
+                update(engines).where(engines.c.id == engine_id).values(stopped_at=self.clock())
+            )
 
     def live_engines(self, max_age: float = 15.0) -> list[dict[str, Any]]:
         """Engine hosts whose heartbeat is fresh (and that did not stop)."""
         since = self.clock() - timedelta(seconds=max_age)
         with self._read() as conn:
-            rows = conn.execute(
-                select(engines).where(engines.c.heartbeat_at >= since,
-                                      engines.c.stopped_at.is_(None))
-            ).mappings().all()
+            rows = (
+                conn.execute(
+                    select(engines).where(
+                        engines.c.heartbeat_at >= since, engines.c.stopped_at.is_(None)
+                    )
+                )
+                .mappings()
+                .all()
+            )
         return [dict(r) for r in rows]
 
     def dead_local_holders(self) -> list[str]:
@@ -666,8 +779,9 @@ class Ledger:
         host = socket.gethostname()
         with self._read() as conn:
             rows = conn.execute(
-                select(engines.c.id, engines.c.pid).where(engines.c.hostname == host,
-                                                          engines.c.stopped_at.is_(None))
+                select(engines.c.id, engines.c.pid).where(
+                    engines.c.hostname == host, engines.c.stopped_at.is_(None)
+                )
             ).all()
         return [engine_id for engine_id, pid in rows if not _pid_alive(pid)]
 
@@ -678,22 +792,40 @@ class Ledger:
         now = self.clock()
         host = socket.gethostname()
         with self._read() as conn:
-            holders = conn.execute(
-                select(jobs.c.lease_holder).distinct().where(
-                    jobs.c.state.in_(_ACTIVE), jobs.c.lease_holder.is_not(None),
-                    jobs.c.lease_expires_at >= now)
-            ).scalars().all()
-        dead = [h for h in holders if _holder_host_pid(h) and _holder_host_pid(h)[0] == host
-                and not _pid_alive(_holder_host_pid(h)[1])]
+            holders = (
+                conn.execute(
+                    select(jobs.c.lease_holder)
+                    .distinct()
+                    .where(
+                        jobs.c.state.in_(_ACTIVE),
+                        jobs.c.lease_holder.is_not(None),
+                        jobs.c.lease_expires_at >= now,
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        dead = [
+            h
+            for h in holders
+            if _holder_host_pid(h)
+            and _holder_host_pid(h)[0] == host
+            and not _pid_alive(_holder_host_pid(h)[1])
+        ]
         if not dead:
             return 0
         with self._write() as conn:
             freed = conn.execute(
-                update(jobs).where(jobs.c.lease_holder.in_(dead), jobs.c.state.in_(_ACTIVE))
+                update(jobs)
+                .where(jobs.c.lease_holder.in_(dead), jobs.c.state.in_(_ACTIVE))
                 .values(lease_expires_at=now - timedelta(seconds=1))
             ).rowcount
-        log.warning("took back %d lease(s) of dead local process(es) %s", freed,
-                    ", ".join(dead), extra={"event": "lease", "actor": actor})
+        log.warning(
+            "took back %d lease(s) of dead local process(es) %s",
+            freed,
+            ", ".join(dead),
+            extra={"event": "lease", "actor": actor},
+        )
         return freed
 
 
@@ -721,17 +853,34 @@ def _job_select() -> Any:
 
 
 _RECORD_FIELDS = [
-    "id", "owner", "name", "backend", "state", "shots", "created_at", "updated_at",
-    "submitted_at", "started_at", "finished_at", "provider_job_id", "error", "error_kind",
-    "idempotency_key", "attempts", "polls", "timeout", "phases", "tags", "options",
+    "id",
+    "owner",
+    "name",
+    "backend",
+    "state",
+    "shots",
+    "created_at",
+    "updated_at",
+    "submitted_at",
+    "started_at",
+    "finished_at",
+    "provider_job_id",
+    "error",
+    "error_kind",
+    "idempotency_key",
+    "attempts",
+    "polls",
+    "timeout",
+    "phases",
+    "tags",
+    "options",
     "queue_position",
 ]
 
 
 def _record(row: Any, result_row: Any) -> JobRecord:
     data = {k: row.get(k) for k in _RECORD_FIELDS}
-    data["options"] = {k: v for k, v in (data["options"] or {}).items()
-                       if not k.startswith("_")}
+    data["options"] = {k: v for k, v in (data["options"] or {}).items() if not k.startswith("_")}
     data["phases"] = data["phases"] or {}
     data["tags"] = data["tags"] or {}
     counts = result_row.get("result_counts") if result_row is not None else None
@@ -740,9 +889,11 @@ def _record(row: Any, result_row: Any) -> JobRecord:
     data["state"] = JobState(row["state"])
     data["circuits"] = [CircuitInfo.model_construct(**c) for c in row.get("circuits") or []]
     data["result"] = (
-        JobResult.model_construct(counts=counts, shots=row["shots"],
-                                  metadata=result_row.get("result_metadata") or {})
-        if counts is not None else None
+        JobResult.model_construct(
+            counts=counts, shots=row["shots"], metadata=result_row.get("result_metadata") or {}
+        )
+        if counts is not None
+        else None
     )
     return JobRecord.model_construct(**data)
 

@@ -125,8 +125,9 @@ class BackendConformance:
         yield ConformanceEnv()
 
     @pytest.fixture
-    def conformance(self, conformance_env: ConformanceEnv, tmp_path: Path,
-                    monkeypatch: pytest.MonkeyPatch) -> Iterator[_Harness]:
+    def conformance(
+        self, conformance_env: ConformanceEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> Iterator[_Harness]:
         import yaml
 
         from ..client import Client, reset_client
@@ -139,8 +140,11 @@ class BackendConformance:
         entries.update(conformance_env.backends)
         backends_file = home / "backends.yaml"
         backends_file.write_text(yaml.safe_dump({"backends": entries}), encoding="utf-8")
-        env = {"QMLOPS_HOME": str(home), "QMLOPS_BACKENDS_FILE": str(backends_file),
-               **conformance_env.env}
+        env = {
+            "QMLOPS_HOME": str(home),
+            "QMLOPS_BACKENDS_FILE": str(backends_file),
+            **conformance_env.env,
+        }
         for key, value in env.items():
             monkeypatch.setenv(key, value)
         monkeypatch.delenv("QMLOPS_DATABASE_URL", raising=False)
@@ -150,8 +154,9 @@ class BackendConformance:
             client.registry.register(plugin, cls)
         # Fast retries and polls: the suite checks the decisions, not the waiting.
         client.driver.retry = RetryPolicy(base=0.05, cap=0.5, poll_base=0.05, poll_cap=0.5)
-        harness = _Harness(self.backend_name, client, conformance_env, env, self.shots,
-                           self.job_timeout)
+        harness = _Harness(
+            self.backend_name, client, conformance_env, env, self.shots, self.job_timeout
+        )
         try:
             yield harness
         finally:
@@ -172,11 +177,14 @@ class BackendConformance:
         assert info.max_shots >= 1
         assert isinstance(info.available, bool) and info.status
         if backend.capabilities.local:
-            assert not backend.capabilities.supports_reattach, \
+            assert not backend.capabilities.supports_reattach, (
                 "a local backend has nothing to re-attach to"
+            )
         assert elapsed < 5.0, f"describing {self.backend_name} took {elapsed:.1f} s"
-        assert self.backend_name in conformance.client.registry.configured_names() or \
-            self.backend_name in conformance.env.backends
+        assert (
+            self.backend_name in conformance.client.registry.configured_names()
+            or self.backend_name in conformance.env.backends
+        )
 
     def test_limits_enforced_before_submission(self, conformance: _Harness) -> None:
         from ..errors import CircuitTooLarge, InvalidRequest
@@ -184,8 +192,9 @@ class BackendConformance:
         backend = conformance.backend
         before = conformance.provider_submissions()
         with pytest.raises(InvalidRequest, match="shots"):
-            conformance.client.submit(bell(), backend=self.backend_name,
-                                      shots=backend.config.max_shots + 1)
+            conformance.client.submit(
+                bell(), backend=self.backend_name, shots=backend.config.max_shots + 1
+            )
         with pytest.raises(InvalidRequest, match="shots"):
             conformance.client.submit(bell(), backend=self.backend_name, shots=0)
         limit = backend.max_qubits
@@ -199,8 +208,9 @@ class BackendConformance:
                 conformance.client.submit(wide, backend=self.backend_name, shots=10)
         if not backend.capabilities.estimator:
             with pytest.raises(InvalidRequest, match="Z basis"):
-                conformance.client.submit(bell(), backend=self.backend_name, shots=10,
-                                          observables=["XX"])
+                conformance.client.submit(
+                    bell(), backend=self.backend_name, shots=10, observables=["XX"]
+                )
         assert conformance.client.jobs(backend=self.backend_name) == []
         assert conformance.provider_submissions() == before
 
@@ -212,8 +222,9 @@ class BackendConformance:
         if not backend.capabilities.local:
             assert handle.provider_job_id, "a remote job must have a provider id"
         seen = conformance.wait_done(handle)
-        assert all(isinstance(s, ProviderStatus) and isinstance(s.state, ProviderState)
-                   for s in seen)
+        assert all(
+            isinstance(s, ProviderStatus) and isinstance(s.state, ProviderState) for s in seen
+        )
         result = handle.result(timeout=self.job_timeout)
         assert isinstance(result, ProviderResult)
         assert len(result.counts) == 1
@@ -227,9 +238,14 @@ class BackendConformance:
     def test_submit_and_wait_through_the_ledger(self, conformance: _Harness) -> None:
         client = conformance.client
         before = conformance.provider_submissions()
-        job = client.submit([bell(), basis_state(2, (1,))], backend=self.backend_name,
-                            shots=self.shots, wait=True, wait_timeout=self.job_timeout,
-                            name="conformance")
+        job = client.submit(
+            [bell(), basis_state(2, (1,))],
+            backend=self.backend_name,
+            shots=self.shots,
+            wait=True,
+            wait_timeout=self.job_timeout,
+            name="conformance",
+        )
         record = job.record
         assert record.state.value == "COMPLETED", (record.state, record.error)
         counts = job.result().counts
@@ -239,8 +255,9 @@ class BackendConformance:
         if not conformance.backend.capabilities.local:
             assert record.provider_job_id
         if before is not None:
-            assert conformance.provider_submissions() == before + 1, \
+            assert conformance.provider_submissions() == before + 1, (
                 "one ledger job must be one provider submission"
+            )
         # The record is whole when read back by another reader.
         again = client.get_job(record.id).record
         assert again.result is not None and again.result.counts == counts
@@ -253,8 +270,13 @@ class BackendConformance:
         partial.measure(2, 0)  # qubit 2 -> classical bit 0 (rightmost)
         partial.measure(0, 1)
         circuits = [basis_state(3, (0,)), basis_state(3, (1,)), basis_state(3, (0, 2)), partial]
-        job = conformance.client.submit(circuits, backend=self.backend_name, shots=self.shots,
-                                        wait=True, wait_timeout=self.job_timeout)
+        job = conformance.client.submit(
+            circuits,
+            backend=self.backend_name,
+            shots=self.shots,
+            wait=True,
+            wait_timeout=self.job_timeout,
+        )
         assert job.record.state.value == "COMPLETED", job.record.error
         keys = [dominant(c)[0] for c in job.result().counts]
         assert keys == ["001", "010", "101", "01"]
@@ -265,14 +287,17 @@ class BackendConformance:
         from ..backends.base import ProviderState
 
         mapping = getattr(type(conformance.backend), "provider_states", None)
-        assert isinstance(mapping, dict) and mapping, \
+        assert isinstance(mapping, dict) and mapping, (
             "a backend declares provider_states: its provider's states -> ProviderState"
+        )
         assert all(isinstance(v, ProviderState) for v in mapping.values())
         targets = set(mapping.values())
         assert ProviderState.DONE in targets
         assert ProviderState.FAILED in targets or conformance.backend.capabilities.local
-        if conformance.backend.capabilities.supports_cancel and \
-                not conformance.backend.capabilities.local:
+        if (
+            conformance.backend.capabilities.supports_cancel
+            and not conformance.backend.capabilities.local
+        ):
             assert ProviderState.CANCELLED in targets
 
     def test_cancel(self, conformance: _Harness) -> None:
@@ -311,8 +336,9 @@ class BackendConformance:
     def test_error_cases(self, conformance: _Harness) -> None:
         for case in conformance.env.error_cases:
             case.arrange()
-            job = conformance.client.submit(bell(), backend=self.backend_name,
-                                            shots=self.shots, name=f"error-{case.name}")
+            job = conformance.client.submit(
+                bell(), backend=self.backend_name, shots=self.shots, name=f"error-{case.name}"
+            )
             try:
                 record = conformance.client.wait(job.id, timeout=self.job_timeout)
             except Exception as exc:  # a WaitTimeout is a failure of the case, said plainly
@@ -327,8 +353,15 @@ class BackendConformance:
 class _Harness:
     """What one conformance test works with."""
 
-    def __init__(self, backend_name: str, client: Any, env: ConformanceEnv,
-                 process_env: dict[str, str], shots: int, timeout: float) -> None:
+    def __init__(
+        self,
+        backend_name: str,
+        client: Any,
+        env: ConformanceEnv,
+        process_env: dict[str, str],
+        shots: int,
+        timeout: float,
+    ) -> None:
         self.backend_name = backend_name
         self.client = client
         self.env = env
@@ -355,23 +388,32 @@ class _Harness:
         while True:
             status = handle.status()
             seen.append(status)
-            if status.state in (ProviderState.DONE, ProviderState.FAILED,
-                                ProviderState.CANCELLED):
+            if status.state in (ProviderState.DONE, ProviderState.FAILED, ProviderState.CANCELLED):
                 return seen
             if time.monotonic() > deadline:
-                pytest.fail(f"{self.backend_name}: job still {status.state} after "
-                            f"{self.timeout:g} s")
+                pytest.fail(
+                    f"{self.backend_name}: job still {status.state} after {self.timeout:g} s"
+                )
             time.sleep(pause)
             pause = min(pause * 2, 0.5)
 
     def reattach_in_child(self, provider_job_id: str) -> dict[str, Any]:
-        command = [sys.executable, "-m", "qmlops_jupyter.testing.conformance", "reattach",
-                   self.backend_name, provider_job_id, "--timeout", str(self.timeout)]
+        command = [
+            sys.executable,
+            "-m",
+            "qmlops_jupyter.testing.conformance",
+            "reattach",
+            self.backend_name,
+            provider_job_id,
+            "--timeout",
+            str(self.timeout),
+        ]
         if self.env.reattach_bootstrap:
             command += ["--bootstrap", self.env.reattach_bootstrap]
         env = {**os.environ, **self.process_env}
-        done = subprocess.run(command, env=env, capture_output=True, text=True,
-                              timeout=self.timeout + 60)
+        done = subprocess.run(
+            command, env=env, capture_output=True, text=True, timeout=self.timeout + 60
+        )
         assert done.returncode == 0, done.stderr[-2000:]
         return json.loads(done.stdout.strip().splitlines()[-1])
 
