@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 
 if TYPE_CHECKING:
+    from .bridges.qiskit_backend import QmlopsBackend
     from .client import Client, Job, get_client, get_job, jobs, reset_client, submit
     from .states import JobState
 
@@ -24,6 +25,7 @@ __all__ = [
     "Client",
     "Job",
     "JobState",
+    "QmlopsBackend",
     "__version__",
     "get_client",
     "get_job",
@@ -41,6 +43,7 @@ _LAZY = {
     "reset_client": "client",
     "submit": "client",
     "JobState": "states",
+    "QmlopsBackend": "bridges.qiskit_backend",
 }
 
 

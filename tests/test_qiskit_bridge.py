@@ -135,3 +135,10 @@ def test_sampler_primitive_over_ibm_fake_device(client) -> None:
     assert sum(counts.values()) == 200
     assert (counts.get("00", 0) + counts.get("11", 0)) / 200 > 0.8
     assert len(client.jobs()) == 1
+
+
+def test_the_bridge_is_importable_from_the_package() -> None:
+    import qmlops_jupyter
+    from qmlops_jupyter.bridges import QmlopsBackend as FromBridges
+
+    assert qmlops_jupyter.QmlopsBackend is QmlopsBackend is FromBridges
