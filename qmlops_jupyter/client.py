@@ -39,6 +39,7 @@ class Client:
         self._ledger = ledger
         self._registry = registry
         self._driver: Any = None
+        self._vault: Any = None
         self.lease_ttl = lease_ttl
         self._lock = threading.Lock()
 
@@ -78,6 +79,22 @@ class Client:
         return self._driver
 
     @property
+    def vault(self) -> Any:
+        """This owner's credential vault (:class:`qmlops_jupyter.vault.Vault`), on the ledger's
+        database; adapters in this process resolve credential aliases through it."""
+        if self._vault is None:
+            from . import vault as vault_module
+
+            ledger = self.ledger  # outside the lock: opening the ledger takes it too
+            with self._lock:
+                if self._vault is None:
+                    self._vault = vault_module.Vault(
+                        ledger, self.settings.home, self.settings.owner
+                    )
+            vault_module.activate(self._vault)
+        return self._vault
+
+    @property
     def owner(self) -> str:
         return self.settings.owner
 
@@ -98,11 +115,14 @@ class Client:
         wait_timeout: float | None = None,
         labels: Sequence[str] | None = None,
         observables: Sequence[str] | None = None,
+        credential: str | None = None,
     ) -> Job:
         """Validate, record and (with ``wait=True``) run a job; return its :class:`Job`.
 
         ``observables`` (one Pauli string per circuit, e.g. ``"ZZ"``) asks for expectation
-        values too (``job.result().expectation_values``). Nothing is written unless every check
+        values too (``job.result().expectation_values``). ``credential`` names a credential of
+        the vault (an alias such as ``"ibm-main"``, never a secret) for the provider to be called
+        with; it must exist and be for the backend's provider. Nothing is written unless every check
         passes. Without ``wait``, an engine host picks the
         job up; with it, a local simulator runs the job in this process at once, and any backend
         is advanced here when no engine host is alive.
@@ -122,7 +142,10 @@ class Client:
                 o.upper() if isinstance(o, str) else o
                 for o in (observables if not isinstance(observables, str) else [observables])
             ]
+        if credential is not None:
+            options["credential"] = self._check_credential(credential, be)
         be.validate(prepared.infos, shots, options)
+        estimate = be.estimate(prepared.infos, shots)
         request_hash = _request_hash(backend, shots, name, options, tags, prepared.fingerprint)
         timeout = job_timeout if job_timeout is not None else be.config.job_timeout
         phases = {"validate": time.perf_counter() - started}
@@ -145,6 +168,7 @@ class Client:
             lease_ttl=self.lease_ttl,
             max_concurrent=be.config.max_concurrent_jobs,
             start=run_here,
+            estimated_cost_usd=estimate.usd,
         )
         job = Job(self, record)
         if not created:
@@ -158,6 +182,59 @@ class Client:
         else:
             self._notify_engines()
         return job
+
+    def estimate(self, circuits: Any, backend: str = "aer", shots: int = 1024) -> Any:
+        """What a job would cost, before it is sent (a :class:`qmlops_jupyter.cost.Estimate`:
+        ``usd``, ``basis``, ``breakdown``). The job's checks run too; nothing is written."""
+        from .circuits import prepare
+
+        be = self.registry.get(backend)
+        prepared = prepare(circuits)
+        be.validate(prepared.infos, shots, {})
+        return be.estimate(prepared.infos, shots)
+
+    def budgets(self) -> list[Any]:
+        """This owner's budgets with their limit, usage and what remains
+        (:class:`qmlops_jupyter.cost.budgets.BudgetStatus`)."""
+        from .cost.budgets import budget_status
+
+        return budget_status(self.ledger, self.owner)
+
+    def set_budget(
+        self,
+        *,
+        backend: str | None = None,
+        shots_per_day: int | None = None,
+        usd_per_month: float | None = None,
+    ) -> Any:
+        """Set this owner's shots-per-day and/or USD-per-month limit, for all backends or for
+        ``backend``; checked atomically at every submit (``BudgetExceeded``)."""
+        from .cost.budgets import set_budget
+
+        if backend is not None:
+            self.registry.get(backend)  # UnknownBackend for a name that is no backend
+        return set_budget(
+            self.ledger,
+            self.owner,
+            backend=backend,
+            shots_per_day=shots_per_day,
+            usd_per_month=usd_per_month,
+        )
+
+    def _check_credential(self, alias: str, backend: Any) -> str:
+        from .errors import InvalidRequest
+        from .vault import provider_for_backend
+
+        info = self.vault.info(str(alias).strip())  # CredentialNotFound when it is not there
+        wanted = provider_for_backend(backend.provider)
+        if wanted is None:
+            raise InvalidRequest(f"backend {backend.name} takes no credential")
+        if info.provider != wanted:
+            raise InvalidRequest(
+                f"credential {info.alias!r} is for {info.provider}; backend {backend.name} needs "
+                f"a {wanted} credential"
+            )
+        return info.alias
 
     def get_job(self, job_id: str) -> Job:
         return Job(self, self.ledger.get_job(job_id, self.owner))

@@ -37,12 +37,12 @@ backends:
     max_qubits: 30
     max_concurrent_jobs: 10
     max_shots: 100000
-#  ibm:ibm_brisbane:            # token from QISKIT_IBM_TOKEN until the credential vault
+#  ibm:ibm_brisbane:            # token: qmlops creds set ibm-main --provider ibm
 #    max_concurrent_jobs: 3
 #    options: {channel: ibm_quantum_platform, instance: "crn:..."}
-#  braket:sv1:                  # AWS credentials from the usual AWS variables or profile
+#  braket:sv1:                  # keys: qmlops creds set aws-lab --provider aws
 #    options: {region: us-east-1, s3_bucket: amazon-braket-my-bucket}
-#  ionq:qpu.aria-1:             # key from IONQ_API_KEY until the credential vault
+#  ionq:qpu.aria-1:             # key: echo KEY | qmlops creds set ionq --provider ionq
 #    max_shots: 10000
 #    job_timeout: 86400
 #    options: {timeout: 30}

@@ -105,6 +105,15 @@ class WaitTimeout(QmlopsError):
     code = "wait_timeout"
 
 
+class BudgetExceeded(QmlopsError):
+    """A job that would take its owner over a budget (shots per day, dollars per month); it was
+    refused before anything was written but the refusal."""
+
+    http_status = 402
+    exit_code = 9
+    code = "budget_exceeded"
+
+
 class JobFailed(QmlopsError):
     """The job ended FAILED or CANCELLED, or has no result to give."""
 
@@ -153,3 +162,21 @@ class AmbiguousProviderError(ProviderError):
     """The outcome of a call is unknown (for example a submit whose reply never came)."""
 
     kind = "ambiguous"
+
+
+# --- The credential vault. ---------------------------------------------------------------------
+
+
+class VaultError(ConfigError):
+    """The vault cannot be used: no key, a wrong key, a key file others can read. Fails closed:
+    nothing is decrypted and nothing is written."""
+
+    code = "vault_error"
+
+
+class CredentialNotFound(QmlopsError):
+    """No stored credential of this owner has that alias."""
+
+    http_status = 404
+    exit_code = 3
+    code = "credential_not_found"

@@ -25,11 +25,16 @@ class JsonFormatter(logging.Formatter):
                 data[key] = value
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:  # already formatted (and redacted) by the vault's filter
+            data["exc"] = record.exc_text
         return json.dumps(data)
 
 
 def configure_logging(fmt: str | None = None, level: str = "WARNING") -> None:
-    """Send qmlops_jupyter's logs to stderr as ``text`` or ``json``."""
+    """Send qmlops_jupyter's logs to stderr as ``text`` or ``json``, with every known secret
+    masked (the vault's redacting filter sits on the logger and on its handler)."""
+    from .vault.redaction import install
+
     fmt = fmt or os.environ.get("QMLOPS_LOG_FORMAT") or "text"
     handler = logging.StreamHandler()
     if fmt == "json":
@@ -40,3 +45,4 @@ def configure_logging(fmt: str | None = None, level: str = "WARNING") -> None:
     logger.handlers[:] = [handler]
     logger.setLevel(level.upper())
     logger.propagate = False
+    install(logger)

@@ -66,6 +66,12 @@ class JobRecord(BaseModel):
         default=None, description="place in the provider's queue, as last reported"
     )
     timeout: float | None = None
+    estimated_cost_usd: float | None = Field(
+        default=None, description="price estimated before submission, USD (None: unknown)"
+    )
+    actual_cost_usd: float | None = Field(
+        default=None, description="price the provider reported, USD (when it does)"
+    )
     phases: dict[str, float] = Field(
         default_factory=dict,
         description="seconds spent in validate, transpile, queue, run, post_process",

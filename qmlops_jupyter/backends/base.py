@@ -255,6 +255,13 @@ class Backend(ABC):
         """Whether this circuit will be simulated with a full state vector."""
         return True
 
+    def estimate(self, circuits: Sequence[CircuitInfo], shots: int) -> Any:
+        """The job's price before it is sent (a :class:`qmlops_jupyter.cost.Estimate`), from
+        the public prices in the pricing file; override for a provider with its own model."""
+        from ..cost.estimate import estimate
+
+        return estimate(self, circuits, shots)
+
     def info(self) -> BackendInfo:
         caps = self.capabilities
         available, status = self.availability() if self.config.enabled else (False, "disabled")

@@ -348,6 +348,8 @@ class BraketBackend(Backend):
             )
         self.is_simulator = "/quantum-simulator/" in self.arn
         self._session: Any = None
+        #: Sessions built from stored credentials, by alias.
+        self._vault_sessions: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._availability: tuple[float, tuple[bool, str]] | None = None
         self._checking: threading.Thread | None = None
@@ -407,7 +409,11 @@ class BraketBackend(Backend):
     # -- credentials and session -------------------------------------------------------------
 
     def credential_status(self) -> str:
-        """From the environment and files only (no network, no instance metadata)."""
+        """From the vault, the environment and files only (no network, no instance metadata)."""
+        from ..vault import owner_has
+
+        if owner_has("aws"):
+            return "configured"
         if self.session_factory is not None or self.options.get("session_factory"):
             return "configured"
         env = os.environ
@@ -428,28 +434,43 @@ class BraketBackend(Backend):
                 return "configured"
         return "missing"
 
-    def make_session(self) -> Any:
+    def make_session(self, credential: dict[str, str] | None = None) -> Any:
         """An ``AwsSession`` from the standard AWS credential chain (environment variables,
-        ``profile`` option / AWS_PROFILE, shared files), in the device's region."""
+        ``profile`` option / AWS_PROFILE, shared files), in the device's region; or, given a
+        stored credential's fields, from its keys (and its region, unless the device has one)."""
         aws = _sdk()
         import boto3
         from botocore.config import Config
 
-        boto = boto3.Session(profile_name=self.options.get("profile"), region_name=self.region)
+        if credential:
+            region = self.device_region or credential.get("region") or self.region
+            boto = boto3.Session(
+                aws_access_key_id=credential.get("aws_access_key_id"),
+                aws_secret_access_key=credential.get("aws_secret_access_key"),
+                aws_session_token=credential.get("aws_session_token") or None,
+                region_name=region,
+            )
+        else:
+            region = self.region
+            boto = boto3.Session(profile_name=self.options.get("profile"), region_name=region)
         client_config = Config(
             connect_timeout=float(self.options.get("connect_timeout", 10)),
             read_timeout=float(self.options.get("read_timeout", 60)),
             # Retries inside botocore reuse create_quantum_task's clientToken: idempotent.
             retries={"mode": "standard", "max_attempts": 3},
         )
-        braket_client = boto.client("braket", region_name=self.region, config=client_config)
+        braket_client = boto.client("braket", region_name=region, config=client_config)
         return aws.AwsSession(
             boto_session=boto,
             braket_client=braket_client,
             default_bucket=self.options.get("s3_bucket"),
         )
 
-    def session(self) -> Any:
+    def session(self, options: dict[str, Any] | None = None) -> Any:
+        """The AWS session; for a job naming a stored credential, one made from it (per alias)."""
+        alias = str((options or {}).get("credential") or "")
+        if alias:
+            return self._vault_session(alias, options or {})
         with self._lock:
             if self._session is None:
                 factory = type(self).session_factory
@@ -462,6 +483,23 @@ class BraketBackend(Backend):
                 except Exception as exc:
                     raise provider_error(exc, during="session setup") from None
             return self._session
+
+    def _vault_session(self, alias: str, options: dict[str, Any]) -> Any:
+        from ..vault import credential_fields
+
+        with self._lock:
+            cached = self._vault_sessions.get(alias)
+            if cached is not None:
+                return cached
+            fields = credential_fields(options, "aws")
+            try:
+                session = self.make_session(fields)
+            except (ProviderError, MissingBackendDependency, UnknownBackend):
+                raise
+            except Exception as exc:
+                raise provider_error(exc, during="session setup") from None
+            self._vault_sessions[alias] = session
+            return session
 
     def s3_destination(self, session: Any) -> tuple[str, str]:
         bucket = self.options.get("s3_bucket")
@@ -482,7 +520,7 @@ class BraketBackend(Backend):
         programs = [_translate(c, self.basis) for c in circuits]
         phases = {"transpile": time.perf_counter() - started}
         aws = _sdk()
-        session = self.session()
+        session = self.session(options)
         destination = aws.AwsSession.S3DestinationFolder(*self.s3_destination(session))
         tasks: list[Any] = []
         for index, program in enumerate(programs):
@@ -513,7 +551,7 @@ class BraketBackend(Backend):
     def attach(self, provider_job_id: str, options: dict[str, Any] | None = None) -> JobHandle:
         aws = _sdk()
         arns = split_arns(provider_job_id)
-        session = self.session()
+        session = self.session(options)
         tasks = [aws.AwsQuantumTask(arn, session, quiet=True) for arn in arns]
         return BraketTaskHandle(self, tasks, None, {})
 

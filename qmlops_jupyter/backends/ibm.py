@@ -14,7 +14,8 @@ asks for observables, to the estimator primitive (expectation values of any Paul
 a job's counts are empty dicts). Each job carries the runtime job tags ``qmlops`` and
 ``qmlops:<ledger job id>``.
 
-Credentials, until the vault lands: ``QISKIT_IBM_TOKEN`` in the environment (or ``token`` in the
+Credentials: the job's stored credential (its ``credential`` alias, from the vault), else
+``QISKIT_IBM_TOKEN`` in the environment (or ``token`` in the
 backend's options in backends.yaml, discouraged); the channel and instance from the backend's
 options (``channel``, ``instance``) or ``QISKIT_IBM_CHANNEL`` / ``QISKIT_IBM_INSTANCE``. Accounts
 are never saved to disk. How the adapter reaches IBM is swappable (tests use a fake runtime
@@ -278,6 +279,8 @@ class IBMBackend(Backend):
             if device not in devices:
                 raise UnknownBackend(_unknown_fake(name, devices))
         self._client: Any = None
+        #: Runtime clients built from stored credentials, by alias.
+        self._vault_clients: dict[str, Any] = {}
         self._target: Any = None
         self._lock = threading.Lock()
 
@@ -312,9 +315,15 @@ class IBMBackend(Backend):
         return not set(info.gate_counts) <= CLIFFORD_OPS
 
     def credential_status(self) -> str:
+        from ..vault import owner_has
+
         if self.local:
             return "not needed"
-        if self._token() or (Path.home() / ".qiskit" / "qiskit-ibm.json").exists():
+        if (
+            self._token()
+            or owner_has("ibm")
+            or (Path.home() / ".qiskit" / "qiskit-ibm.json").exists()
+        ):
             return "configured"
         return "missing"
 
@@ -334,7 +343,7 @@ class IBMBackend(Backend):
     def submit(
         self, circuits: Sequence[QuantumCircuit], shots: int, options: dict[str, Any]
     ) -> JobHandle:
-        client = self._runtime()
+        client = self._runtime(options)
         target = self._fetch_device(client)
         observables = options.get("observables")
         primitive = "estimator" if observables else "sampler"
@@ -372,7 +381,7 @@ class IBMBackend(Backend):
     def attach(self, provider_job_id: str, options: dict[str, Any] | None = None) -> JobHandle:
         if self.local:
             return super().attach(provider_job_id, options)
-        client = self._runtime()
+        client = self._runtime(options)
         try:
             job = client.job(provider_job_id)
         except Exception as exc:
@@ -425,25 +434,40 @@ class IBMBackend(Backend):
         )
         return list(manager.run(prepared))
 
-    def _runtime(self) -> Any:
+    def _runtime(self, options: dict[str, Any] | None = None) -> Any:
+        """The runtime client; for a job naming a stored credential (``options["credential"]``),
+        one built from that credential's token, channel and instance (kept per alias)."""
         if self.local:
             return RuntimeClient(None)
+        from ..vault import credential_fields
+
+        alias = str((options or {}).get("credential") or "")
         with self._lock:
-            if self._client is None:
-                factory = self._custom_factory() or default_service_factory
-                try:
-                    self._client = factory(
-                        channel=self._setting("channel", "QISKIT_IBM_CHANNEL") or DEFAULT_CHANNEL,
-                        token=self._token(),
-                        instance=self._setting("instance", "QISKIT_IBM_INSTANCE"),
-                        url=self._setting("url", "QISKIT_IBM_URL"),
-                        options=dict(self.config.options),
-                    )
-                except QmlopsError:  # a missing SDK, a bad service_factory
-                    raise
-                except Exception as exc:
-                    raise self._error(exc, during="connect") from None
-            return self._client
+            cached = self._vault_clients.get(alias) if alias else self._client
+            if cached is not None:
+                return cached
+            stored = credential_fields(options, "ibm") if alias else {}
+            factory = self._custom_factory() or default_service_factory
+            try:
+                client = factory(
+                    channel=stored.get("channel")
+                    or self._setting("channel", "QISKIT_IBM_CHANNEL")
+                    or DEFAULT_CHANNEL,
+                    token=stored.get("token") or self._token(),
+                    instance=stored.get("instance")
+                    or self._setting("instance", "QISKIT_IBM_INSTANCE"),
+                    url=self._setting("url", "QISKIT_IBM_URL"),
+                    options=dict(self.config.options),
+                )
+            except QmlopsError:  # a missing SDK, a bad service_factory
+                raise
+            except Exception as exc:
+                raise self._error(exc, during="connect") from None
+            if alias:
+                self._vault_clients[alias] = client
+            else:
+                self._client = client
+            return client
 
     def _custom_factory(self) -> Callable[..., Any] | None:
         path = self.config.options.get("service_factory")
@@ -463,6 +487,9 @@ class IBMBackend(Backend):
         token = self._token()
         if token:
             text = text.replace(token, "***")
+        from ..vault import redact
+
+        text = redact(text)  # tokens of stored credentials
         # API keys and bearer tokens some HTTP errors echo back in URLs or headers.
         return re.sub(r"(?i)(bearer\s+|apikey=|token=)[^\s&'\"]+", r"\1***", text)
 

@@ -158,19 +158,28 @@ class IonQBackend(Backend):
         return str(self.config.options.get("api_key_env") or API_KEY_ENV)
 
     def _api_key(self, options: dict[str, Any] | None = None) -> str:
-        """The API key for a job. ``options["credential"]`` names a stored credential: once the
-        vault exists it is looked up there first; until then (and as the fallback) the key is
-        read from the environment variable ``api_key_env``."""
+        """The API key for a job: from the vault when ``options["credential"]`` names a stored
+        credential, else from the environment variable ``api_key_env``. Held in memory only."""
+        from ..vault import credential_fields
+
+        stored = credential_fields(options, "ionq").get("api_key", "")
+        if stored:
+            return stored
         key = (os.environ.get(self.api_key_env) or "").strip()
         if not key:
             raise AuthProviderError(
-                f"no IonQ API key: set the environment variable {self.api_key_env} "
+                f"no IonQ API key: set the environment variable {self.api_key_env}, or store one "
+                f"with 'qmlops creds set ALIAS --provider ionq' and submit with credential=ALIAS "
                 f"(backend {self.name})"
             )
         return key
 
     def credential_status(self) -> str:
-        return "configured" if (os.environ.get(self.api_key_env) or "").strip() else "missing"
+        from ..vault import owner_has
+
+        if (os.environ.get(self.api_key_env) or "").strip() or owner_has("ionq"):
+            return "configured"
+        return "missing"
 
     def availability(self) -> tuple[bool, str]:
         if self.credential_status() == "missing":
@@ -310,8 +319,9 @@ def _http_error(response: httpx.Response, what: str, key: str, *, submit: bool) 
     detail = _scrub(_error_detail(response), key)
     if status in (401, 403):
         return AuthProviderError(
-            f"IonQ refused the API key ({status} {detail}); check the key in the environment "
-            "variable the backend reads (IONQ_API_KEY by default) and its project access"
+            f"IonQ refused the API key ({status} {detail}); check the job's stored credential "
+            "(qmlops creds test ALIAS) or the environment variable the backend reads "
+            "(IONQ_API_KEY by default), and its project access"
         )
     if status == 429:
         retry_after = _retry_after(response.headers.get("Retry-After"))

@@ -1,7 +1,8 @@
 """The ``qmlops`` command line: backends, submit, jobs, show, wait, cancel, engine, demo.
 
 Exit codes: 0 success; 1 unexpected error; 2 bad input; 3 unknown backend or job; 4 conflict;
-5 backend unavailable; 6 configuration error; 7 wait timed out; 8 job did not complete.
+5 backend unavailable; 6 configuration error; 7 wait timed out; 8 job did not complete;
+9 budget exceeded.
 Errors are one line on stderr.
 """
 
@@ -40,7 +41,9 @@ def handle_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except QmlopsError as exc:
-            click.echo(f"qmlops: error: {exc}", err=True)
+            from ..vault.redaction import redact
+
+            click.echo(redact(f"qmlops: error: {exc}"), err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("qmlops: interrupted", err=True)
@@ -128,6 +131,12 @@ def backends(as_json: bool) -> None:
     help="Submitting again with the same key returns the same job.",
 )
 @click.option("--seed", default=None, type=int, help="Simulator seed (repeatable counts).")
+@click.option(
+    "--credential",
+    default=None,
+    metavar="ALIAS",
+    help="A stored credential (see 'qmlops creds') to call the provider with.",
+)
 @click.option("--wait", "wait_", is_flag=True, help="Wait for the job to finish.")
 @click.option("--timeout", default=None, type=float, help="With --wait: give up after S seconds.")
 @click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
@@ -139,6 +148,7 @@ def submit(
     name: str | None,
     idempotency_key: str | None,
     seed: int | None,
+    credential: str | None,
     wait_: bool,
     timeout: float | None,
     as_json: bool,
@@ -157,6 +167,7 @@ def submit(
         idempotency_key=idempotency_key,
         seed=seed,
         labels=labels,
+        credential=credential,
     )
     if wait_:
         _finish_wait(client, job.id, timeout, as_json)
@@ -378,6 +389,10 @@ def _print_job(r: JobRecord) -> None:
         click.echo(f"provider  {r.provider_job_id}")
     if r.queue_position is not None and r.state.value == "QUEUED":
         click.echo(f"queue     position {r.queue_position} at the provider")
+    if r.estimated_cost_usd or r.actual_cost_usd is not None:  # free jobs need no line
+        est = "unknown" if r.estimated_cost_usd is None else f"${r.estimated_cost_usd:,.2f}"
+        actual = "" if r.actual_cost_usd is None else f"   actual ${r.actual_cost_usd:,.2f}"
+        click.echo(f"cost      estimated {est}{actual}")
     if r.phases:
         click.echo("phases    " + "  ".join(f"{k} {v * 1000:.1f} ms" for k, v in r.phases.items()))
     if r.result is not None:
@@ -400,6 +415,16 @@ def _table(rows: list[list[str]]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+from .creds import creds  # noqa: E402  (a command group of its own module)
+
+cli.add_command(creds)
+
+from .cost import budget, estimate  # noqa: E402  (cost commands, their own module)
+
+cli.add_command(estimate)
+cli.add_command(budget)
 
 
 def main() -> None:

@@ -26,6 +26,7 @@ from ..backends.base import (
 from ..errors import ProviderError, QmlopsError
 from ..models import JobResult
 from ..states import JobState, is_legal
+from ..vault.redaction import redact
 
 if TYPE_CHECKING:
     from ..backends import BackendRegistry
@@ -350,6 +351,12 @@ class Driver:
             # From submission to start, less the transpilation done on the way.
             waited = (job.started_at - job.submitted_at).total_seconds()
             phases["queue"] = max(0.0, waited - phases.get("transpile", 0.0))
+        # What the provider charged, when it says (IonQ's cost_usd): the job's actual cost.
+        cost = result.metadata.get("cost_usd")
+        try:
+            billed = {"actual_cost_usd": float(cost)} if cost is not None else {}
+        except (TypeError, ValueError):
+            billed = {}
         for old in (job.state, S.CANCELLING):
             at = self.ledger.complete(
                 job.id,
@@ -359,12 +366,14 @@ class Driver:
                 actor=self.holder,
                 holder=self.holder,
                 phases=phases,
+                **billed,
                 message=None if old is job.state else "finished before the cancel took effect",
             )
             if at is not None:
                 # Keep the caller's copy whole, so it need not read the job back.
                 job.state, job.phases = S.COMPLETED, phases
                 job.updated_at = job.finished_at = at
+                job.actual_cost_usd = billed.get("actual_cost_usd", job.actual_cost_usd)
                 job.result = JobResult.model_construct(
                     counts=counts, shots=job.shots, metadata=dict(result.metadata)
                 )
@@ -386,7 +395,9 @@ class Driver:
             try:
                 handle.cancel()
             except ProviderError as exc:
-                self.ledger.note(job.id, "note", self.holder, f"provider cancel failed: {exc}")
+                self.ledger.note(
+                    job.id, "note", self.holder, redact(f"provider cancel failed: {exc}")
+                )
         self._move(job, S.CANCELLING, S.CANCELLED, "cancelled")
         return None
 
@@ -429,14 +440,16 @@ class Driver:
                 job.id,
                 "retry",
                 self.holder,
-                f"transient error during {during} (attempt {attempts}), retrying "
-                f"in {delay:.1f} s: {exc}",
+                redact(
+                    f"transient error during {during} (attempt {attempts}), retrying "
+                    f"in {delay:.1f} s: {exc}"
+                ),
             )
             self.ledger.update_held(
                 job.id,
                 self.holder,
                 attempts=attempts,
-                error=str(exc),
+                error=redact(str(exc)),
                 error_kind="transient",
                 next_attempt_at=_after(self.ledger.clock(), delay),
             )
@@ -470,8 +483,9 @@ class Driver:
 
     @staticmethod
     def _options(job: JobRecord) -> dict[str, Any]:
-        """What an adapter gets besides the circuits: the job's options, its id and tags."""
-        return {**job.options, "job_id": job.id, "tags": dict(job.tags)}
+        """What an adapter gets besides the circuits: the job's options, its id, tags and owner
+        (whose vault a ``credential`` alias is looked up in)."""
+        return {**job.options, "job_id": job.id, "tags": dict(job.tags), "owner": job.owner}
 
     def _move(
         self, job: JobRecord, old: JobState, new: JobState, message: str | None, **fields: Any
@@ -502,6 +516,7 @@ class Driver:
     def _end(self, job: JobRecord, new: JobState, error: str | None, kind: str | None) -> None:
         """Move the job to a final (or NEEDS_ATTENTION) state from whatever state it is in."""
         self.handles.pop(job.id, None)
+        error = None if error is None else redact(error)
         current = job.state
         for _ in range(3):
             if current.terminal or current is new:

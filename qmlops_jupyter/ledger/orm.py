@@ -79,6 +79,10 @@ class JobRow(Base):
     polls: Mapped[int] = mapped_column(Integer, default=0)
     #: Where the job stands in its provider's queue, as the provider last said (None: unknown).
     queue_position: Mapped[int | None] = mapped_column(Integer)
+    #: The price estimated before submission (None: unknown) and the provider's, when it
+    #: reports one; see qmlops_jupyter/cost.
+    estimated_cost_usd: Mapped[float | None] = mapped_column(Float)
+    actual_cost_usd: Mapped[float | None] = mapped_column(Float)
     timeout: Mapped[float | None] = mapped_column(Float)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     lease_holder: Mapped[str | None] = mapped_column(String(128))
@@ -153,6 +157,59 @@ class EngineRow(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)
     stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class CredentialRow(Base):
+    """A provider credential of one owner, known by its alias. ``ciphertext`` is the Fernet
+    token of the secret fields (JSON); no column ever holds plaintext. ``hint`` is a masked
+    tail of the main secret (``…a9f2``) so people can tell keys apart."""
+
+    __tablename__ = "credentials"
+
+    id: Mapped[int] = mapped_column(BigIntKey, primary_key=True, autoincrement=True)
+    owner: Mapped[str] = mapped_column(String(128))
+    alias: Mapped[str] = mapped_column(String(64))
+    provider: Mapped[str] = mapped_column(String(32))
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    hint: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (UniqueConstraint("owner", "alias"),)
+
+
+class BudgetRow(Base):
+    """An owner's limits: shots per day and US dollars per month, for one backend or, with
+    ``backend`` ``"*"``, for all of them together. A None limit is no limit."""
+
+    __tablename__ = "budgets"
+
+    id: Mapped[int] = mapped_column(BigIntKey, primary_key=True, autoincrement=True)
+    owner: Mapped[str] = mapped_column(String(128))
+    backend: Mapped[str] = mapped_column(String(256))
+    shots_per_day: Mapped[int | None] = mapped_column(BigInteger)
+    usd_per_month: Mapped[float | None] = mapped_column(Float)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (UniqueConstraint("owner", "backend"),)
+
+
+class BudgetRefusalRow(Base):
+    """A submission refused by a budget: the only trace it leaves (no job row). Append-only."""
+
+    __tablename__ = "budget_refusals"
+
+    id: Mapped[int] = mapped_column(BigIntKey, primary_key=True, autoincrement=True)
+    owner: Mapped[str] = mapped_column(String(128))
+    backend: Mapped[str] = mapped_column(String(128))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    shots: Mapped[int] = mapped_column(BigInteger)
+    estimated_cost_usd: Mapped[float | None] = mapped_column(Float)
+    actor: Mapped[str] = mapped_column(String(128))
+    message: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_budget_refusals_owner_at", "owner", "at"),)
 
 
 def utcnow() -> datetime:

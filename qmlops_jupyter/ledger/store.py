@@ -60,7 +60,7 @@ results = JobResultRow.__table__
 engines = EngineRow.__table__
 
 #: The newest migration; checked on open so Alembic is imported only when there is work to do.
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0005"
 
 _ACTIVE = [s.value for s in ACTIVE_STATES]
 _IN_FLIGHT = [s.value for s in IN_FLIGHT_STATES]
@@ -160,6 +160,7 @@ class Ledger:
         lease_ttl: float = 30.0,
         max_concurrent: int | None = None,
         start: bool = False,
+        estimated_cost_usd: float | None = None,
     ) -> tuple[JobRecord, bool]:
         """Insert a job in CREATED with its circuits; return ``(job, created)``.
 
@@ -170,7 +171,14 @@ class Ledger:
 
         With an idempotency key already used by this owner, return that job when the request is
         the same (``created`` is False) and raise IdempotencyConflict when it differs.
+
+        The owner's budgets are checked in the same transaction, against the job's shots and
+        ``estimated_cost_usd``: a job over one raises BudgetExceeded and leaves only a
+        ``budget_refusals`` row (see :mod:`qmlops_jupyter.cost.budgets`).
         """
+        from ..cost.budgets import check_budgets, record_refusal
+        from ..errors import BudgetExceeded
+
         if idempotency_key is not None:
             existing = self._by_idempotency_key(owner, idempotency_key, request_hash)
             if existing is not None:
@@ -201,9 +209,20 @@ class Ledger:
             "updated_at": now,
             "lease_holder": lease_holder,
             "lease_expires_at": now + timedelta(seconds=lease_ttl) if lease_holder else None,
+            "estimated_cost_usd": estimated_cost_usd,
         }
+        total_shots = shots * len(prepared.infos)
         try:
             with self._write() as conn:
+                check_budgets(
+                    conn,
+                    self.dialect,
+                    owner=owner,
+                    backend=backend,
+                    shots=total_shots,
+                    usd=estimated_cost_usd,
+                    now=now,
+                )
                 if lease_holder is not None and max_concurrent is not None:
                     self._serialise_claims(conn)
                     if self.count_in_flight(conn, backend) >= max_concurrent:
@@ -246,6 +265,18 @@ class Ledger:
                     if started
                     else [created_event],
                 )
+        except BudgetExceeded as exc:
+            record_refusal(
+                self,
+                owner=owner,
+                backend=backend,
+                shots=total_shots,
+                usd=estimated_cost_usd,
+                actor=actor,
+                message=str(exc),
+                at=now,
+            )
+            raise
         except IntegrityError:
             # Lost a race on the idempotency key: the other insert won, and nothing of ours
             # was written (the transaction rolled back whole).
@@ -875,6 +906,8 @@ _RECORD_FIELDS = [
     "tags",
     "options",
     "queue_position",
+    "estimated_cost_usd",
+    "actual_cost_usd",
 ]
 
 
