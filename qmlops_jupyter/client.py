@@ -64,7 +64,9 @@ class Client:
                 if self._registry is None:
                     from .backends import BackendRegistry
 
-                    self._registry = BackendRegistry(self.settings.backends())
+                    self._registry = BackendRegistry(
+                        self.settings.backends(), vault=lambda: self.vault
+                    )
         return self._registry
 
     @property
@@ -74,7 +76,11 @@ class Client:
             from .ledger.store import default_holder
 
             self._driver = Driver(
-                self.ledger, self.registry, f"client:{default_holder()}", lease_ttl=self.lease_ttl
+                self.ledger,
+                self.registry,
+                f"client:{default_holder()}",
+                lease_ttl=self.lease_ttl,
+                vault=self.vault,
             )
         return self._driver
 
@@ -91,7 +97,6 @@ class Client:
                     self._vault = vault_module.Vault(
                         ledger, self.settings.home, self.settings.owner
                     )
-            vault_module.activate(self._vault)
         return self._vault
 
     @property
@@ -470,7 +475,7 @@ def submit(
     wait: bool = False,
     **kwargs: Any,
 ) -> Job:
-    """Submit one circuit or a list (OpenQASM 2/3 text or ``QuantumCircuit``) as one job."""
+    """Submit one circuit or a list as one job (see :meth:`Client.submit`)."""
     return get_client().submit(circuits, backend, shots, name, idempotency_key, wait, **kwargs)
 
 

@@ -319,8 +319,6 @@ def test_adapters_take_the_stored_credential_only_when_a_job_names_it(
 ) -> None:
     """IonQ's key, IBM's token/channel/instance and Braket's AWS session come from the vault
     for a job whose options name the alias (and the owner, as the engine passes it)."""
-    pytest.importorskip("qiskit_ibm_runtime")
-    pytest.importorskip("braket.aws")
     from qmlops_jupyter.backends.braket import BraketBackend
     from qmlops_jupyter.backends.ibm import IBMBackend
     from qmlops_jupyter.backends.ionq import IonQBackend
@@ -344,9 +342,14 @@ def test_adapters_take_the_stored_credential_only_when_a_job_names_it(
                 "region": "eu-west-2",
             },
         )
-        job = {"credential": "ionq", "owner": "carol", "job_id": "j1"}
+        # As the engine's driver passes them: the alias, the owner and the owner's vault.
+        job = {"credential": "ionq", "owner": "carol", "job_id": "j1", "vault": vault}
 
-        ionq = IonQBackend("ionq:simulator", BackendConfig(), device="simulator")
+        def built(backend):  # as the client's registry builds backends
+            backend.vault_source = lambda: vault
+            return backend
+
+        ionq = built(IonQBackend("ionq:simulator", BackendConfig(), device="simulator"))
         assert ionq._api_key(job) == SECRET
         assert ionq.credential_status() == "configured"  # from the vault; no IONQ_API_KEY
         from qmlops_jupyter.errors import AuthProviderError
@@ -354,16 +357,16 @@ def test_adapters_take_the_stored_credential_only_when_a_job_names_it(
         with pytest.raises(AuthProviderError):
             ionq._api_key({})  # no alias, no variable
         with pytest.raises(AuthProviderError, match="'ionq' cannot be used: no credential named"):
-            ionq._api_key({"credential": "ionq", "owner": "someone-else"})
+            ionq._api_key({"credential": "ionq", "vault": vault.for_owner("someone-else")})
 
         seen: dict = {}
 
         class CapturingIBM(IBMBackend):
             service_factory = staticmethod(lambda **kw: seen.update(kw) or object())
 
-        ibm = CapturingIBM("ibm:ibm_test", BackendConfig(), device="ibm_test")
+        ibm = built(CapturingIBM("ibm:ibm_test", BackendConfig(), device="ibm_test"))
         assert ibm.credential_status() == "configured"
-        ibm._runtime({"credential": "ibm-main", "owner": "carol"})
+        ibm._runtime({"credential": "ibm-main", "owner": "carol", "vault": vault})
         assert (seen["token"], seen["channel"], seen["instance"]) == (
             IBM_TOKEN,
             "ibm_cloud",
@@ -371,17 +374,47 @@ def test_adapters_take_the_stored_credential_only_when_a_job_names_it(
         )
         assert IBM_TOKEN not in ibm._clean(f"HTTP 401 for token {IBM_TOKEN}")
 
-        braket = BraketBackend("braket:sv1", BackendConfig(), device="sv1")
+        braket = built(BraketBackend("braket:sv1", BackendConfig(), device="sv1"))
         assert braket.credential_status() == "configured"
-        session = braket.session({"credential": "aws-lab", "owner": "carol"})
+        session = braket.session({"credential": "aws-lab", "owner": "carol", "vault": vault})
         creds = session.boto_session.get_credentials()
         assert creds.access_key == "AKIAIOSFODNN7EXAMPLE" and creds.secret_key == AWS_SECRET
         assert session.boto_session.region_name == "eu-west-2"
         with pytest.raises(AuthProviderError, match="is for aws, not ibm"):
-            ibm._runtime({"credential": "aws-lab", "owner": "carol"})
+            ibm._runtime({"credential": "aws-lab", "owner": "carol", "vault": vault})
         monkeypatch.setenv("QMLOPS_CRYPT_KEY", Fernet.generate_key().decode())
         with pytest.raises(AuthProviderError, match="cannot decrypt"):  # fails closed
             ionq._api_key(job)
         assert vault.info("aws-lab").last_used_at is not None
     finally:
         client.ledger.close()
+
+
+def test_an_engine_resolves_each_owners_alias_in_that_owners_vault(vault_of) -> None:
+    """One engine serves several owners: the driver hands each job's adapter its owner's vault,
+    so two owners' same-named credentials never mix (nor do the adapters' per-alias caches)."""
+    from qmlops_jupyter.backends import BackendRegistry
+    from qmlops_jupyter.config import BackendsFile
+    from qmlops_jupyter.engine import Driver
+    from qmlops_jupyter.models import JobRecord
+    from qmlops_jupyter.vault import credential_fields
+
+    alice, bob = vault_of("alice"), vault_of("bob")
+    alice.set("ionq", "ionq", {"api_key": "alice-key-0123456789"})
+    bob.set("ionq", "ionq", {"api_key": "bob-key-9876543210ab"})
+    driver = Driver(alice.ledger, BackendRegistry(BackendsFile()), "engine-1", vault=alice)
+    now = alice.clock()
+    for owner, key in (("alice", "alice-key-0123456789"), ("bob", "bob-key-9876543210ab")):
+        job = JobRecord(
+            id=f"job-{owner}",
+            owner=owner,
+            backend="ionq:simulator",
+            state="QUEUED",
+            shots=10,
+            created_at=now,
+            updated_at=now,
+            options={"credential": "ionq"},
+        )
+        options = driver._options(job)
+        assert options["owner"] == owner
+        assert credential_fields(options, "ionq") == {"api_key": key}

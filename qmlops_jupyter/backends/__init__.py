@@ -8,8 +8,9 @@ then the plugin's name).
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import MissingBackendDependency, UnknownBackend
 
@@ -24,8 +25,10 @@ class BackendRegistry:
     """Finds backend classes (entry points, or registered in code) and builds configured
     instances, one per name."""
 
-    def __init__(self, backends_file: BackendsFile) -> None:
+    def __init__(self, backends_file: BackendsFile, vault: Callable[[], Any] | None = None) -> None:
         self.backends_file = backends_file
+        #: The owning client's vault, fetched when a backend asks (see ``Backend.owner_vault``).
+        self.vault = vault
         self._classes: dict[str, type[Backend]] = {}
         self._instances: dict[str, Backend] = {}
         self._lock = threading.Lock()
@@ -68,7 +71,9 @@ class BackendRegistry:
         cls = self._classes.get(plugin) or self._load(plugin, name)
         config = self.backends_file.backends.get(name) or self.backends_file.backends.get(plugin)
         check_requirements(cls, plugin)
-        return cls(name, config, device=device or None)
+        backend = cls(name, config, device=device or None)
+        backend.vault_source = self.vault
+        return backend
 
     def _load(self, plugin: str, name: str) -> type[Backend]:
         matches = [ep for ep in entry_points(group=GROUP) if ep.name == plugin]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -118,6 +118,9 @@ class Backend(ABC):
     #: ``extra`` is the ``pip install 'qmlops-jupyter[extra]'`` that brings them.
     requires: ClassVar[tuple[str, ...]] = ()
     extra: ClassVar[str | None] = None
+    #: Set by the registry that built this backend: returns its client's vault (the owner's
+    #: stored credentials), for :meth:`credential_status`.
+    vault_source: Callable[[], Any] | None = None
 
     def __init__(
         self, name: str, config: BackendConfig | None = None, device: str | None = None
@@ -161,6 +164,13 @@ class Backend(ABC):
     def credential_status(self) -> str:
         """``not needed`` (local, free), ``configured`` or ``missing``; no network."""
         return "not needed"
+
+    def has_stored_credential(self, provider: str) -> bool:
+        """Whether the owner of the client that built this backend stored a credential for
+        ``provider`` (decrypts nothing; False when there is no vault to ask)."""
+        from ..vault import owner_has
+
+        return owner_has(provider, vault=self.vault_source() if self.vault_source else None)
 
     def availability(self) -> tuple[bool, str]:
         """Whether the backend can take jobs now, and why not; answers within a second or

@@ -410,9 +410,7 @@ class BraketBackend(Backend):
 
     def credential_status(self) -> str:
         """From the vault, the environment and files only (no network, no instance metadata)."""
-        from ..vault import owner_has
-
-        if owner_has("aws"):
+        if self.has_stored_credential("aws"):
             return "configured"
         if self.session_factory is not None or self.options.get("session_factory"):
             return "configured"
@@ -487,8 +485,10 @@ class BraketBackend(Backend):
     def _vault_session(self, alias: str, options: dict[str, Any]) -> Any:
         from ..vault import credential_fields
 
+        # Aliases are per owner: one engine serves several owners' same-named credentials.
+        key = f"{options.get('owner') or ''}\0{alias}"
         with self._lock:
-            cached = self._vault_sessions.get(alias)
+            cached = self._vault_sessions.get(key)
             if cached is not None:
                 return cached
             fields = credential_fields(options, "aws")
@@ -498,7 +498,7 @@ class BraketBackend(Backend):
                 raise
             except Exception as exc:
                 raise provider_error(exc, during="session setup") from None
-            self._vault_sessions[alias] = session
+            self._vault_sessions[key] = session
             return session
 
     def s3_destination(self, session: Any) -> tuple[str, str]:

@@ -315,13 +315,11 @@ class IBMBackend(Backend):
         return not set(info.gate_counts) <= CLIFFORD_OPS
 
     def credential_status(self) -> str:
-        from ..vault import owner_has
-
         if self.local:
             return "not needed"
         if (
             self._token()
-            or owner_has("ibm")
+            or self.has_stored_credential("ibm")
             or (Path.home() / ".qiskit" / "qiskit-ibm.json").exists()
         ):
             return "configured"
@@ -442,8 +440,10 @@ class IBMBackend(Backend):
         from ..vault import credential_fields
 
         alias = str((options or {}).get("credential") or "")
+        # Aliases are per owner: one engine serves several owners' same-named credentials.
+        key = f"{(options or {}).get('owner') or ''}\0{alias}"
         with self._lock:
-            cached = self._vault_clients.get(alias) if alias else self._client
+            cached = self._vault_clients.get(key) if alias else self._client
             if cached is not None:
                 return cached
             stored = credential_fields(options, "ibm") if alias else {}
@@ -464,7 +464,7 @@ class IBMBackend(Backend):
             except Exception as exc:
                 raise self._error(exc, during="connect") from None
             if alias:
-                self._vault_clients[alias] = client
+                self._vault_clients[key] = client
             else:
                 self._client = client
             return client

@@ -175,9 +175,7 @@ class IonQBackend(Backend):
         return key
 
     def credential_status(self) -> str:
-        from ..vault import owner_has
-
-        if (os.environ.get(self.api_key_env) or "").strip() or owner_has("ionq"):
+        if (os.environ.get(self.api_key_env) or "").strip() or self.has_stored_credential("ionq"):
             return "configured"
         return "missing"
 

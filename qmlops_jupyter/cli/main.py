@@ -344,6 +344,7 @@ def engine(tick: float, lease_ttl: float) -> None:
         tick=tick,
         lease_ttl=lease_ttl,
         wake_dir=client.settings.home / "run",
+        vault=client.vault,
     )
 
     async def main() -> None:

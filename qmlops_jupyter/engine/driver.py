@@ -70,8 +70,11 @@ class Driver:
         rng: random.Random | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         isolate_local: bool = False,
+        vault: Any = None,
     ) -> None:
         self.ledger = ledger
+        #: Where a job's ``credential`` alias is looked up (for the job's owner), if anywhere.
+        self.vault = vault
         #: Run local backends (Aer) in worker processes, so this process stays responsive.
         self.isolate_local = isolate_local
         self.registry = registry
@@ -481,11 +484,13 @@ class Driver:
 
     # -- small helpers -------------------------------------------------------------------------
 
-    @staticmethod
-    def _options(job: JobRecord) -> dict[str, Any]:
-        """What an adapter gets besides the circuits: the job's options, its id, tags and owner
-        (whose vault a ``credential`` alias is looked up in)."""
-        return {**job.options, "job_id": job.id, "tags": dict(job.tags), "owner": job.owner}
+    def _options(self, job: JobRecord) -> dict[str, Any]:
+        """What an adapter gets besides the circuits: the job's options, its id, tags, owner and
+        that owner's vault (where a ``credential`` alias is looked up)."""
+        options = {**job.options, "job_id": job.id, "tags": dict(job.tags), "owner": job.owner}
+        if self.vault is not None:
+            options["vault"] = self.vault.for_owner(job.owner)
+        return options
 
     def _move(
         self, job: JobRecord, old: JobState, new: JobState, message: str | None, **fields: Any

@@ -47,6 +47,7 @@ class Engine:
         workers: int | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         isolate_local: bool = True,
+        vault: Any = None,
     ) -> None:
         self.ledger = ledger
         self.registry = registry
@@ -65,6 +66,7 @@ class Engine:
             retry=retry,
             monotonic=monotonic,
             isolate_local=isolate_local,
+            vault=vault,
         )
         self.workers = workers or max(4, sum(self._limits().values()))
         self.last_tick: float | None = None

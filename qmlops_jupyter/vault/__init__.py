@@ -3,13 +3,14 @@
 >>> client.vault.set("ionq", "ionq", {"api_key": key})      # or: qmlops creds set ionq ...
 >>> q.submit(circuit, backend="ionq:simulator", credential="ionq")
 
-Adapters call :func:`resolve` at the moment they talk to their provider; the plaintext is never
-written to job options, the ledger, events or logs (:mod:`.redact` masks it where it could leak).
+Adapters call :func:`credential_fields` at the moment they talk to their provider, with the
+job owner's vault that the engine's driver puts in their options; the plaintext is never
+written to job options, the ledger, events or logs (:mod:`.redaction` masks it where it could
+leak).
 """
 
 from __future__ import annotations
 
-import threading
 from typing import TYPE_CHECKING
 
 from .redaction import RedactingFilter, redact, register
@@ -32,7 +33,6 @@ __all__ = [
     "CredentialInfo",
     "RedactingFilter",
     "Vault",
-    "activate",
     "current_vault",
     "provider_for_backend",
     "provider_spec",
@@ -44,25 +44,12 @@ __all__ = [
 # Records logged straight to the package logger are masked even without configure_logging.
 _install_filter()
 
-_active: Vault | None = None
-_lock = threading.Lock()
-
-
-def activate(vault: Vault) -> None:
-    """Make ``vault`` the one adapters use in this process (``Client.vault`` does this)."""
-    global _active
-    with _lock:
-        _active = vault
-
 
 def current_vault() -> Vault:
-    """The vault adapters use: the process-wide client's (:func:`get_client`) when there is
-    one, else the last one a :class:`~qmlops_jupyter.client.Client` activated, else a new
-    process-wide client's."""
+    """The process-wide client's vault: for an adapter called outside an engine's driver
+    (which passes the job owner's vault in the options)."""
     from .. import client as client_module
 
-    if client_module._default is None and _active is not None:
-        return _active
     return client_module.get_client().vault
 
 
@@ -75,19 +62,17 @@ def resolve(alias: str, owner: str | None = None, provider: str | None = None) -
     return vault.resolve(alias, provider)
 
 
-def owner_has(provider: str, owner: str | None = None) -> bool:
-    """Whether ``owner`` (default: the active vault's) stored a credential for ``provider``.
-    Asks only a vault this process already uses (never opens a ledger of its own for a
-    listing); False when there is none or it cannot be read. Decrypts nothing."""
+def owner_has(provider: str, owner: str | None = None, vault: Vault | None = None) -> bool:
+    """Whether ``owner`` (default: ``vault``'s, else the process-wide client's) stored a
+    credential for ``provider``. Never opens a ledger of its own for a listing; False when
+    there is no vault or it cannot be read. Decrypts nothing."""
     from .. import client as client_module
 
     try:
-        if client_module._default is not None:
+        if vault is None:
+            if client_module._default is None:
+                return False
             vault = client_module._default.vault
-        elif _active is not None:
-            vault = _active
-        else:
-            return False
         if owner:
             vault = vault.for_owner(owner)
         return vault.has_provider(provider_spec(provider).name)
@@ -106,7 +91,10 @@ def credential_fields(options: Mapping[str, object] | None, provider: str) -> di
     if not alias:
         return {}
     owner = (options or {}).get("owner")
+    vault = (options or {}).get("vault")
     try:
+        if isinstance(vault, Vault):  # the job owner's, from the engine's driver
+            return vault.resolve(str(alias), provider)
         return resolve(str(alias), str(owner) if owner else None, provider)
     except QmlopsError as exc:
         raise AuthProviderError(f"credential {alias!r} cannot be used: {exc}") from None
