@@ -9,7 +9,11 @@ deterministically. They are never used where a test is about a real backend (Aer
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -205,3 +209,56 @@ def slow_circuits(count: int = 4, qubits: int = 20, depth: int = 20) -> list[Any
         qc.measure_all()
         circuits.append(qc)
     return circuits
+
+
+# -- real processes ------------------------------------------------------------------------------
+
+QMLOPS = [sys.executable, "-m", "qmlops_jupyter.cli"]
+
+
+def start_engine(
+    env: dict[str, str], *extra: str, stdout: Any = subprocess.PIPE
+) -> subprocess.Popen[bytes]:
+    """A real ``qmlops engine`` process, logging JSON at INFO to its stderr."""
+    return subprocess.Popen(
+        [*QMLOPS, "--log-level", "INFO", "--log-format", "json", "engine", "--tick", "0.2", *extra],
+        env=env,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+    )
+
+
+def wait_for(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def submit_together(
+    env: dict[str, str], args: list[str], count: int, go: Any
+) -> list[tuple[int, bytes, bytes]]:
+    """``count`` ``qmlops ARGS`` processes that start importing at once and submit together
+    (each waits for the file ``go``): their exit codes, stdouts and stderrs."""
+    script = (
+        "import os, sys, time\n"
+        f"while not os.path.exists({str(go)!r}): time.sleep(0.005)\n"
+        "from qmlops_jupyter.cli import main\n"
+        f"sys.argv = ['qmlops', *{args!r}]\n"
+        "main()\n"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script],
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(count)
+    ]
+    time.sleep(1.0)  # let them import
+    open(go, "w").close()
+    outputs = [p.communicate(timeout=120) for p in procs]
+    return [(p.returncode, out, err) for p, (out, err) in zip(procs, outputs, strict=True)]

@@ -5,10 +5,6 @@ boundaries; a refused job leaves nothing but its refusal."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +12,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
-from qmlops_testing import BELL_QASM2, FakeClock
+from qmlops_testing import BELL_QASM2, FakeClock, submit_together
 
 from qmlops_jupyter.cli import cli
 from qmlops_jupyter.client import Client, reset_client
@@ -218,30 +214,16 @@ def test_twenty_concurrent_submits_against_a_budget_for_ten(
     setup.ledger.close()
     circuit = tmp_path / "bell.qasm"
     circuit.write_text(BELL_QASM2)
-    env = {**os.environ, "QMLOPS_HOME": str(home)}
+    env = {"QMLOPS_HOME": str(home)}
     if url:
         env["QMLOPS_DATABASE_URL"] = url
-    go = tmp_path / "go"
-    script = (
-        "import os, sys, time\n"
-        f"while not os.path.exists({str(go)!r}): time.sleep(0.005)\n"
-        "from qmlops_jupyter.cli import main\n"
-        f"sys.argv = ['qmlops', 'submit', {str(circuit)!r}, '--shots', '100', '--json']\n"
-        "main()\n"
+    outcomes = submit_together(
+        env, ["submit", str(circuit), "--shots", "100", "--json"], 20, tmp_path / "go"
     )
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        for _ in range(20)
-    ]
-    time.sleep(1.0)  # let them import
-    go.touch()
-    outputs = [p.communicate(timeout=120) for p in procs]
-    codes = sorted(p.returncode for p in procs)
-    assert codes == [0] * 10 + [9] * 10, [o[1].decode()[-300:] for o in outputs]
-    for p, (_, err) in zip(procs, outputs, strict=True):
-        if p.returncode == 9:
+    codes = sorted(code for code, _, _ in outcomes)
+    assert codes == [0] * 10 + [9] * 10, [err.decode()[-300:] for *_, err in outcomes]
+    for code, _, err in outcomes:
+        if code == 9:
             assert b"budget exceeded: shots per day" in err
     check = Client(settings)
     assert shots_used_today(check.ledger, check.owner) == 1000

@@ -11,13 +11,14 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import qmlops_testing
 from qiskit import QuantumCircuit
+from qmlops_testing import wait_for
 
 from qmlops_jupyter.client import Client
 from qmlops_jupyter.config import Settings
@@ -27,7 +28,6 @@ from qmlops_jupyter.testing.ionq_emulator import EmulatorProcess
 pytestmark = pytest.mark.slow
 
 S = JobState
-QMLOPS = [sys.executable, "-m", "qmlops_jupyter.cli"]
 QPU = "ionq:qpu.aria-1"
 API_KEY = "emulator-key-7f3a"
 
@@ -41,21 +41,7 @@ def bell() -> QuantumCircuit:
 
 
 def start_engine(env: dict[str, str], *extra: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [*QMLOPS, "--log-level", "INFO", "--log-format", "json", "engine", "--tick", "0.2", *extra],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    return qmlops_testing.start_engine(env, *extra, stdout=subprocess.DEVNULL)
 
 
 def write_backends(home: Path, url: str) -> None:

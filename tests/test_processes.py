@@ -13,32 +13,20 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from qmlops_testing import BELL_QASM2, slow_circuits
+from qmlops_testing import (
+    BELL_QASM2,
+    QMLOPS,
+    slow_circuits,
+    start_engine,
+    submit_together,
+    wait_for,
+)
 
 from qmlops_jupyter.client import Client
 from qmlops_jupyter.config import Settings
 from qmlops_jupyter.states import JobState
 
 S = JobState
-QMLOPS = [sys.executable, "-m", "qmlops_jupyter.cli"]
-
-
-def start_engine(env: dict[str, str], *extra: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [*QMLOPS, "--log-level", "INFO", "--log-format", "json", "engine", "--tick", "0.2", *extra],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -146,32 +134,15 @@ def test_twenty_concurrent_submits_with_one_key_make_one_job(
     Client(settings).ledger.close()  # migrate once, up front
     circuit = tmp_path / "bell.qasm"
     circuit.write_text(BELL_QASM2)
-    env = {**os.environ, "QMLOPS_HOME": str(home)}
+    env = {"QMLOPS_HOME": str(home)}
     if url:
         env["QMLOPS_DATABASE_URL"] = url
-    # Each process waits for a go file, so the submits really happen together.
-    go = tmp_path / "go"
-    script = (
-        "import os, sys, time\n"
-        f"while not os.path.exists({str(go)!r}): time.sleep(0.005)\n"
-        "from qmlops_jupyter.cli import main\n"
-        f"sys.argv = ['qmlops', 'submit', {str(circuit)!r}, '--shots', '8',"
-        " '--idempotency-key', 'same-key', '--json']\n"
-        "main()\n"
-    )
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        for _ in range(20)
-    ]
-    time.sleep(1.0)  # let them import
-    go.touch()
-    outputs = [p.communicate(timeout=120) for p in procs]
-    assert [p.returncode for p in procs] == [0] * 20, [o[1].decode()[-300:] for o in outputs]
+    args = ["submit", str(circuit), "--shots", "8", "--idempotency-key", "same-key", "--json"]
+    outcomes = submit_together(env, args, 20, tmp_path / "go")
+    assert [code for code, _, _ in outcomes] == [0] * 20, [e.decode()[-300:] for *_, e in outcomes]
     import json
 
-    ids = {json.loads(out)["id"] for out, _ in outputs}
+    ids = {json.loads(out)["id"] for _, out, _ in outcomes}
     assert len(ids) == 1
     check = Client(settings)
     with check.ledger.engine.connect() as conn:

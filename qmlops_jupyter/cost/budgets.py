@@ -122,12 +122,13 @@ def check_budgets(
     """Raise BudgetExceeded when a job of ``shots`` (all circuits) costing ``usd`` would take
     ``owner`` over a budget. Call inside the transaction that inserts the job."""
     where = and_(budgets.c.owner == owner, budgets.c.backend.in_([ALL_BACKENDS, backend]))
-    if conn.execute(select(func.count()).select_from(budgets).where(where)).scalar_one() == 0:
+    rows = conn.execute(select(budgets).where(where).order_by(budgets.c.backend)).mappings().all()
+    if not rows:  # no budget: nothing to serialise on
         return
     if dialect == "postgresql":
+        # Usage is summed after this: concurrent submits of one owner queue up here.
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _owner_lock_key(owner)})
-    rows = conn.execute(select(budgets).where(where).order_by(budgets.c.backend)).mappings()
-    for row in rows.all():
+    for row in rows:
         scope = _scope(row["backend"])
         if row["shots_per_day"] is not None:
             used = shots_used(conn, owner, day_start(now), row["backend"])
