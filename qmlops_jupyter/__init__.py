@@ -6,6 +6,10 @@ One persistent job ledger for every quantum backend, advanced by a long-lived en
     job = q.submit(circuit, backend="aer", shots=1024, wait=True)
     job.result().counts
 
+    with q.track("vqe", run_name="lr=0.1") as run:      # jobs inside log to one MLflow run
+        ...
+        run.log_step(step, loss=loss)
+
 Heavy SDKs (qiskit, aer, sqlalchemy) are imported on first use, so importing this package
 stays fast.
 """
@@ -20,18 +24,23 @@ if TYPE_CHECKING:
     from .bridges.qiskit_backend import QmlopsBackend
     from .client import Client, Job, get_client, get_job, jobs, reset_client, submit
     from .states import JobState
+    from .tracking import Profile, TrackedRun, profile, track
 
 __all__ = [
     "Client",
     "Job",
     "JobState",
+    "Profile",
     "QmlopsBackend",
+    "TrackedRun",
     "__version__",
     "get_client",
     "get_job",
     "jobs",
+    "profile",
     "reset_client",
     "submit",
+    "track",
 ]
 
 _LAZY = {
@@ -44,6 +53,10 @@ _LAZY = {
     "submit": "client",
     "JobState": "states",
     "QmlopsBackend": "bridges.qiskit_backend",
+    "track": "tracking",
+    "profile": "tracking",
+    "TrackedRun": "tracking",
+    "Profile": "tracking",
 }
 
 

@@ -19,6 +19,7 @@ from .config import Settings
 from .errors import BackendUnavailable, JobFailed, WaitTimeout
 from .models import BackendInfo, JobEvent, JobRecord, JobResult
 from .states import JobState
+from .tracking import active
 
 
 class Client:
@@ -40,6 +41,7 @@ class Client:
         self._registry = registry
         self._driver: Any = None
         self._vault: Any = None
+        self._tracking: Any = None
         self.lease_ttl = lease_ttl
         self._lock = threading.Lock()
 
@@ -100,6 +102,18 @@ class Client:
         return self._vault
 
     @property
+    def tracking(self) -> Any:
+        """This client's tracking (:class:`qmlops_jupyter.tracking.service.Tracking`): the
+        lineage jobs record, and sending the tracking outbox to MLflow."""
+        if self._tracking is None:
+            from .tracking.service import Tracking
+
+            with self._lock:
+                if self._tracking is None:
+                    self._tracking = Tracking(self)
+        return self._tracking
+
+    @property
     def owner(self) -> str:
         return self.settings.owner
 
@@ -153,6 +167,7 @@ class Client:
         estimate = be.estimate(prepared.infos, shots)
         request_hash = _request_hash(backend, shots, name, options, tags, prepared.fingerprint)
         timeout = job_timeout if job_timeout is not None else be.config.job_timeout
+        lineage = self.tracking.lineage()
         phases = {"validate": time.perf_counter() - started}
         # A caller that waits on a local simulator runs the job itself: lease it at once.
         run_here = wait and be.capabilities.local
@@ -174,16 +189,24 @@ class Client:
             max_concurrent=be.config.max_concurrent_jobs,
             start=run_here,
             estimated_cost_usd=estimate.usd,
+            lineage=lineage,
         )
         job = Job(self, record)
         if not created:
             if wait:
                 job.wait(wait_timeout)
             return job
+        if active.anything_open():
+            active.note_submitted(job, time.perf_counter() - started)
+            started = time.perf_counter()
         if wait:
             job._record = self._wait(
                 record, wait_timeout, circuits=prepared.circuits, leased=run_here
             )
+            if active.anything_open():
+                active.note_waited(time.perf_counter() - started)
+            if lineage is not None and job._record.state is JobState.COMPLETED:
+                self.tracking.kick()
         else:
             self._notify_engines()
         return job
@@ -268,7 +291,20 @@ class Client:
     def wait(self, job_id: str, timeout: float | None = None) -> JobRecord:
         """Wait until the job is finished (or needs attention); advance it here when no engine
         host is alive, or when it is a local simulator job nobody has started."""
-        return self._wait(self.ledger.get_job(job_id, self.owner), timeout)
+        return self._timed_wait(self.ledger.get_job(job_id, self.owner), timeout)
+
+    def _timed_wait(self, record: JobRecord, timeout: float | None) -> JobRecord:
+        """A caller's wait: counted by open profiles; a tracked job that completed here is
+        sent to MLflow soon after."""
+        started = time.perf_counter()
+        try:
+            record = self._wait(record, timeout)
+        finally:
+            if active.anything_open():
+                active.note_waited(time.perf_counter() - started)
+        if record.lineage and record.state is JobState.COMPLETED and not record.mlflow_run_id:
+            self.tracking.kick()
+        return record
 
     def _wait(
         self,
@@ -405,8 +441,22 @@ class Job:
 
     def wait(self, timeout: float | None = None) -> Job:
         """Block until the job ends; raise WaitTimeout when ``timeout`` seconds pass first."""
-        self._record = self._client._wait(self.refresh(), timeout)
+        self._record = self._client._timed_wait(self.refresh(), timeout)
         return self
+
+    @property
+    def mlflow_run_id(self) -> str | None:
+        """The MLflow run this job was logged to. A completed tracked job not sent yet is sent
+        now (waiting up to 10 s for the tracking store); None when tracking was off, the job did
+        not complete, or the store is unreachable (it is sent when the store is back)."""
+        record = self.refresh()
+        if record.terminal and record.lineage and not record.mlflow_run_id:
+            record = self._record = self._client.ledger.get_job(self.id)  # sent meanwhile?
+        if record.mlflow_run_id or not record.lineage or record.state is not JobState.COMPLETED:
+            return record.mlflow_run_id
+        self._client.tracking.flush(job_ids=[self.id], timeout=10.0)
+        self._record = self._client.ledger.get_job(self.id)
+        return self._record.mlflow_run_id
 
     def result(self, timeout: float | None = None) -> JobResult:
         """Wait for the job and return its counts; raise JobFailed if it did not complete."""

@@ -6,7 +6,11 @@ Environment variables (all optional):
 - ``QMLOPS_DATABASE_URL``: a SQLAlchemy URL for the ledger (default: SQLite in the home);
 - ``QMLOPS_BACKENDS_FILE``: the backend config file (default ``<home>/backends.yaml``);
 - ``QMLOPS_OWNER``: the owner recorded on new rows (default: the OS user name);
-- ``QMLOPS_LOG_FORMAT``: ``text`` (default) or ``json``.
+- ``QMLOPS_LOG_FORMAT``: ``text`` (default) or ``json``;
+- ``QMLOPS_CONFIG_FILE``: the settings file (default ``<home>/config.yaml``; see
+  :class:`ConfigFile`);
+- ``MLFLOW_TRACKING_URI``, ``MLFLOW_EXPERIMENT_NAME``, ``QMLOPS_TRACKING`` (``off`` turns
+  tracking off): see :mod:`qmlops_jupyter.tracking`.
 """
 
 from __future__ import annotations
@@ -93,6 +97,51 @@ def load_backends_file(path: Path) -> BackendsFile:
         raise ConfigError(f"{path}: {where}: {first['msg']}") from None
 
 
+class TrackingSection(BaseModel):
+    """``tracking:`` in ``config.yaml``. The environment wins over the file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Log every completed job to MLflow (``QMLOPS_TRACKING=off`` turns it off too).
+    enabled: bool = True
+    #: An MLflow tracking URI; default: the embedded SQLite store under QMLOPS_HOME.
+    uri: str | None = None
+    #: Where a local store keeps artifacts (default ``<home>/mlflow/artifacts``).
+    artifact_root: str | None = None
+    #: The experiment jobs are logged to outside ``track()`` (default ``qmlops``).
+    experiment: str = Field(default="qmlops", min_length=1, max_length=256)
+
+
+class ConfigFile(BaseModel):
+    """``config.yaml`` in QMLOPS_HOME: settings that are not about one backend."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tracking: TrackingSection = Field(default_factory=TrackingSection)
+
+
+def load_config_file(path: Path) -> ConfigFile:
+    """Read and check ``config.yaml``; a missing file means the defaults."""
+    import yaml
+
+    if not path.exists():
+        return ConfigFile()
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid YAML: {one_line(exc)}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping (for example a 'tracking' key)")
+    try:
+        return ConfigFile.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{path}: {where}: {first['msg']}") from None
+
+
 def default_home() -> Path:
     from jupyter_core.paths import jupyter_data_dir
 
@@ -142,6 +191,13 @@ class Settings:
 
     def backends(self) -> BackendsFile:
         return load_backends_file(self.backends_file)
+
+    @property
+    def config_file(self) -> Path:
+        return Path(os.environ.get("QMLOPS_CONFIG_FILE") or self.home / "config.yaml")
+
+    def config(self) -> ConfigFile:
+        return load_config_file(self.config_file)
 
 
 def _os_user() -> str:

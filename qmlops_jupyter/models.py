@@ -76,6 +76,14 @@ class JobRecord(BaseModel):
         default_factory=dict,
         description="seconds spent in validate, transpile, queue, run, post_process",
     )
+    mlflow_run_id: str | None = Field(
+        default=None, description="the MLflow run the job was logged to (once logged)"
+    )
+    lineage: dict[str, Any] | None = Field(
+        default=None,
+        description="where the job came from: notebook, git commit, pipeline parameters, "
+        "tracked run (None: tracking was off)",
+    )
     tags: dict[str, str] = Field(default_factory=dict)
     options: dict[str, Any] = Field(default_factory=dict)
     circuits: list[CircuitInfo] = Field(default_factory=list)

@@ -21,11 +21,31 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A fresh QMLOPS_HOME, also set in the environment for subprocesses and get_client()."""
     path = tmp_path / "home"
     monkeypatch.setenv("QMLOPS_HOME", str(path))
-    for var in ("QMLOPS_DATABASE_URL", "QMLOPS_BACKENDS_FILE", "QMLOPS_OWNER", "QMLOPS_LOG_FORMAT"):
+    for var in (
+        "QMLOPS_DATABASE_URL",
+        "QMLOPS_BACKENDS_FILE",
+        "QMLOPS_OWNER",
+        "QMLOPS_LOG_FORMAT",
+        "QMLOPS_CONFIG_FILE",
+        "MLFLOW_TRACKING_URI",
+        "MLFLOW_EXPERIMENT_NAME",
+        "QMLOPS_EXPERIMENT",
+    ):
         monkeypatch.delenv(var, raising=False)
+    # Tracking is on by default; tests of other parts run without it (the tracking tests turn
+    # it back on with the ``tracking`` fixture), so they do not each start an MLflow store.
+    monkeypatch.setenv("QMLOPS_TRACKING", "off")
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     reset_client()
     yield path
     reset_client()
+
+
+@pytest.fixture
+def tracking(home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Tracking on, as it is by default: the embedded MLflow store under ``home``."""
+    monkeypatch.delenv("QMLOPS_TRACKING", raising=False)
+    return home
 
 
 @pytest.fixture

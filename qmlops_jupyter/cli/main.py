@@ -345,6 +345,7 @@ def engine(tick: float, lease_ttl: float) -> None:
         lease_ttl=lease_ttl,
         wake_dir=client.settings.home / "run",
         vault=client.vault,
+        tracking=client.tracking if client.tracking.config.enabled else None,
     )
 
     async def main() -> None:

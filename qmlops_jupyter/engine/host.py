@@ -48,6 +48,8 @@ class Engine:
         monotonic: Callable[[], float] = time.monotonic,
         isolate_local: bool = True,
         vault: Any = None,
+        tracking: Any = None,
+        tracking_every: float = 1.0,
     ) -> None:
         self.ledger = ledger
         self.registry = registry
@@ -68,6 +70,11 @@ class Engine:
             isolate_local=isolate_local,
             vault=vault,
         )
+        #: Sends everyone's tracking outbox to MLflow (a Tracking, for its configured URIs);
+        #: None: this host leaves that to the clients.
+        self.tracking = tracking
+        self.tracking_every = tracking_every
+        self._tracking_task: asyncio.Task[None] | None = None
         self.workers = workers or max(4, sum(self._limits().values()))
         self.last_tick: float | None = None
         self._held: set[str] = set()
@@ -104,6 +111,8 @@ class Engine:
             self._warming = loop.run_in_executor(self._executor, self._warm_up, local)
         self._open_wake_socket(loop)
         self._task = asyncio.create_task(self._main(), name="qmlops-engine")
+        if self.tracking is not None:
+            self._tracking_task = asyncio.create_task(self._send_tracking(), name="qmlops-tracking")
         log.info(
             "engine %s started (ledger %s)",
             self.holder,
@@ -118,6 +127,11 @@ class Engine:
             return
         self._stopping = True
         self._wake.set()
+        if self._tracking_task is not None:
+            self._tracking_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._tracking_task
+            self._tracking_task = None
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         if self._inflight:
@@ -165,6 +179,23 @@ class Engine:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.tick)
+
+    async def _send_tracking(self) -> None:
+        """Send the tracking outbox (every owner's) on its own schedule, apart from the job
+        loop, so a slow or absent tracking store never delays a job."""
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            try:
+                await loop.run_in_executor(self._executor, self._drain_tracking)
+            except Exception:
+                log.warning("sending tracking records failed; will retry", exc_info=True)
+            await asyncio.sleep(self.tracking_every)
+
+    def _drain_tracking(self) -> None:
+        from ..tracking.outbox import drain, has_due
+
+        if has_due(self.ledger):
+            drain(self.ledger, self.holder, uris=self.tracking.uris())
 
     async def _drive(self, job: JobRecord) -> None:
         loop = asyncio.get_running_loop()

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -84,6 +85,11 @@ class JobRow(Base):
     estimated_cost_usd: Mapped[float | None] = mapped_column(Float)
     actual_cost_usd: Mapped[float | None] = mapped_column(Float)
     timeout: Mapped[float | None] = mapped_column(Float)
+    #: Where the job came from (notebook, git commit, pipeline parameters) and which tracked run
+    #: it belongs to; None when tracking was off. See qmlops_jupyter/tracking.
+    lineage: Mapped[dict | None] = mapped_column(JSON)
+    #: The MLflow run the job was logged to, once the tracking outbox has logged it.
+    mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     lease_holder: Mapped[str | None] = mapped_column(String(128))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -210,6 +216,59 @@ class BudgetRefusalRow(Base):
     message: Mapped[str] = mapped_column(Text)
 
     __table_args__ = (Index("ix_budget_refusals_owner_at", "owner", "at"),)
+
+
+class TrackingRunRow(Base):
+    """An MLflow run that groups jobs (``qmlops_jupyter.track()``), known by a key of ours so it
+    can be created exactly once even when the tracking server is down when it starts."""
+
+    __tablename__ = "tracking_runs"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128))
+    #: Without any user:password part (MLflow reads those from its own environment variables).
+    tracking_uri: Mapped[str] = mapped_column(Text)
+    experiment: Mapped[str] = mapped_column(String(256))
+    run_name: Mapped[str | None] = mapped_column(String(256))
+    parent_key: Mapped[str | None] = mapped_column(String(64))
+    tags: Mapped[dict] = mapped_column(JSON)
+    #: Params already logged to the run (MLflow params cannot change once set).
+    params: Mapped[dict] = mapped_column(JSON)
+    job_ids: Mapped[list] = mapped_column(JSON)
+    mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_tracking_runs_owner_created", "owner", "created_at"),)
+
+
+class TrackingOutboxRow(Base):
+    """What still has to reach MLflow: a completed job, step metrics, the end of a run. Written
+    in the ledger's own transactions (a job's row with its completion), sent by whoever drains
+    the outbox, retried while the tracking store is unreachable, marked done once sent."""
+
+    __tablename__ = "tracking_outbox"
+
+    id: Mapped[int] = mapped_column(BigIntKey, primary_key=True, autoincrement=True)
+    owner: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(16))
+    run_key: Mapped[str] = mapped_column(String(64))
+    job_id: Mapped[str | None] = mapped_column(String(32))
+    payload: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    lease_holder: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    failed: Mapped[bool] = mapped_column(Boolean, default=False)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        UniqueConstraint("kind", "job_id"),
+        Index("ix_tracking_outbox_pending", "done_at", "next_attempt_at"),
+    )
 
 
 def utcnow() -> datetime:

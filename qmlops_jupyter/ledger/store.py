@@ -44,6 +44,7 @@ from .orm import (
     JobPayloadRow,
     JobResultRow,
     JobRow,
+    TrackingOutboxRow,
     UTCDateTime,
     utcnow,
 )
@@ -58,9 +59,10 @@ events = JobEventRow.__table__
 payloads = JobPayloadRow.__table__
 results = JobResultRow.__table__
 engines = EngineRow.__table__
+outbox = TrackingOutboxRow.__table__
 
 #: The newest migration; checked on open so Alembic is imported only when there is work to do.
-HEAD_REVISION = "0005"
+HEAD_REVISION = "0006"
 
 _ACTIVE = [s.value for s in ACTIVE_STATES]
 _IN_FLIGHT = [s.value for s in IN_FLIGHT_STATES]
@@ -161,6 +163,7 @@ class Ledger:
         max_concurrent: int | None = None,
         start: bool = False,
         estimated_cost_usd: float | None = None,
+        lineage: dict[str, Any] | None = None,
     ) -> tuple[JobRecord, bool]:
         """Insert a job in CREATED with its circuits; return ``(job, created)``.
 
@@ -175,6 +178,9 @@ class Ledger:
         The owner's budgets are checked in the same transaction, against the job's shots and
         ``estimated_cost_usd``: a job over one raises BudgetExceeded and leaves only a
         ``budget_refusals`` row (see :mod:`qmlops_jupyter.cost.budgets`).
+
+        ``lineage`` (where the job came from, which tracked run it joins) marks the job for
+        tracking: its completion queues it in the tracking outbox, in the same transaction.
         """
         from ..cost.budgets import check_budgets, record_refusal
         from ..errors import BudgetExceeded
@@ -211,6 +217,8 @@ class Ledger:
             "lease_expires_at": now + timedelta(seconds=lease_ttl) if lease_holder else None,
             "estimated_cost_usd": estimated_cost_usd,
         }
+        if lineage is not None:
+            row["lineage"] = lineage
         total_shots = shots * len(prepared.infos)
         try:
             with self._write() as conn:
@@ -544,7 +552,10 @@ class Ledger:
         **fields: Any,
     ) -> datetime | None:
         """Write the result and mark the job COMPLETED in one transaction; return the time
-        recorded (None when the job was not in ``old`` or not leased by ``holder``)."""
+        recorded (None when the job was not in ``old`` or not leased by ``holder``).
+
+        A tracked job (one with lineage) is queued in the tracking outbox in the same
+        transaction: it reaches MLflow later, however long the tracking store is away."""
         with self._write() as conn:
             changed = self._transition(
                 conn, job_id, old, JobState.COMPLETED, actor, holder, message, fields
@@ -561,6 +572,13 @@ class Ledger:
                     "created_at": changed.at,
                 },
             )
+            lineage = conn.execute(
+                select(jobs.c.lineage).where(jobs.c.id == job_id)
+            ).scalar_one_or_none()
+            if lineage:
+                from ..tracking.outbox import job_outbox_row
+
+                conn.execute(insert(outbox), job_outbox_row(job_id, changed.owner, lineage, changed.at))
         return changed.at
 
     def note(self, job_id: str, kind: str, actor: str, message: str) -> None:
@@ -908,6 +926,8 @@ _RECORD_FIELDS = [
     "queue_position",
     "estimated_cost_usd",
     "actual_cost_usd",
+    "lineage",
+    "mlflow_run_id",
 ]
 
 
