@@ -14,6 +14,8 @@ Benchmarks (``--only`` names):
                 the cursor, on SQLite (``ledger-sqlite``) and PostgreSQL (``ledger-postgres``)
                                                                                 <= 20 ms
 4. ``import``   ``python -c "import qmlops_jupyter"``, net of ``python -c pass``  <= 150 ms
+5. ``tracking`` 100 Bell jobs per variant; per-job cost of MLflow lineage, batched in a
+                ``track()`` run (and added to submit), vs tracking off          <= 10 ms
 
 Every run uses a fresh temporary ``QMLOPS_HOME`` (and ignores ``QMLOPS_DATABASE_URL`` and
 ``QMLOPS_BACKENDS_FILE``), so it never touches your own ledger. The table goes to stdout,
@@ -56,7 +58,7 @@ from benchlib import (
     wait_until_idle,
 )
 
-ORDER = ["import", "batch", "latency", "ledger-sqlite", "ledger-postgres"]
+ORDER = ["import", "batch", "latency", "ledger-sqlite", "ledger-postgres", "tracking"]
 ALIASES = {"ledger": ["ledger-sqlite", "ledger-postgres"], "all": ORDER, "throughput": ["batch"]}
 
 
@@ -70,12 +72,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--only",
         default="all",
         help="comma-separated: batch, latency, ledger (= ledger-sqlite,"
-        "ledger-postgres), import; default all",
+        "ledger-postgres), import, tracking; default all",
     )
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="small sizes for a smoke run (100 circuits x 3, 30 jobs, 5,000-job ledger, 5 imports)",
+        help="small sizes for a smoke run (100 circuits x 3, 30 jobs, 5,000-job ledger, 5 imports,"
+        " 20 tracked jobs)",
     )
     parser.add_argument("--circuits", type=int, default=1000, help="batch: circuits per job")
     parser.add_argument(
@@ -86,6 +89,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--jobs", type=int, default=200, help="latency: sequential jobs")
     parser.add_argument("--ledger-jobs", type=int, default=100_000, help="ledger: jobs to seed")
+    parser.add_argument("--tracking-jobs", type=int, default=100, help="tracking: jobs per variant")
     parser.add_argument(
         "--ledger-reps", type=int, default=30, help="ledger: timed calls of each page"
     )
@@ -225,6 +229,10 @@ def run_here(name: str, args: argparse.Namespace) -> BenchResult:
         import bench_latency
 
         return bench_latency.run(args)
+    if name == "tracking":
+        import bench_tracking
+
+        return bench_tracking.run(args)
     import bench_ledger
 
     return bench_ledger.run(args, name.split("-", 1)[1])

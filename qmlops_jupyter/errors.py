@@ -180,3 +180,21 @@ class CredentialNotFound(QmlopsError):
     http_status = 404
     exit_code = 3
     code = "credential_not_found"
+
+
+# --- Tracking. -----------------------------------------------------------------------------------
+
+
+class TrackingUnavailable(QmlopsError):
+    """The MLflow tracking store cannot be reached or used (jobs are unaffected: what they log
+    waits in the tracking outbox)."""
+
+    http_status = 503
+    exit_code = 5
+    code = "tracking_unavailable"
+
+
+class ExperimentNotFound(QmlopsError):
+    http_status = 404
+    exit_code = 3
+    code = "experiment_not_found"

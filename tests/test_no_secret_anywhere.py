@@ -195,6 +195,25 @@ def test_no_secret_in_any_output_log_file_or_record(
         qmlops("show", failed[0]["id"], "--events")
         qmlops("wait", failed[0]["id"], "--json", ok=False)
         qmlops("creds", "delete", "ionq-old")
+        # Tracking (on by default): every completed job is in the embedded MLflow store.
+        qmlops("runs", "--sync")
+        runs = json.loads(qmlops("runs", "--json"))
+        logged = {j for r in runs for j in r["job_ids"]}
+        assert {good["id"], ibm["id"]} <= logged, runs
+
+    # Every param, tag, metric and artifact of every run, read back through MLflow.
+    from mlflow.tracking import MlflowClient
+
+    ml = MlflowClient(f"sqlite:///{home / 'mlflow' / 'mlflow.db'}")
+    all_runs = ml.search_runs([e.experiment_id for e in ml.search_experiments()])
+    assert len(all_runs) >= 3
+    for run in all_runs:
+        record = json.dumps(
+            [run.data.params, run.data.tags, run.data.metrics, run.info.to_proto().__str__()]
+        ).encode()
+        assert not hits(record), run.info.run_id
+    artifacts = [p for p in (home / "mlflow" / "artifacts").rglob("*") if p.is_file()]
+    assert {p.suffix for p in artifacts} >= {".qasm", ".json", ".png"}
 
     # Output and logs of every command.
     for entry in transcript:

@@ -1,4 +1,5 @@
-"""The ``qmlops`` command line: backends, submit, jobs, show, wait, cancel, engine, demo.
+"""The ``qmlops`` command line: backends, submit, jobs, show, wait, cancel, engine, demo, creds,
+estimate, budget, runs, mlflow-ui.
 
 Exit codes: 0 success; 1 unexpected error; 2 bad input; 3 unknown backend or job; 4 conflict;
 5 backend unavailable; 6 configuration error; 7 wait timed out; 8 job did not complete;
@@ -427,6 +428,11 @@ from .cost import budget, estimate  # noqa: E402  (cost commands, their own modu
 
 cli.add_command(estimate)
 cli.add_command(budget)
+
+from .tracking import mlflow_ui, runs  # noqa: E402  (tracking commands, their own module)
+
+cli.add_command(runs)
+cli.add_command(mlflow_ui)
 
 
 def main() -> None:

@@ -578,7 +578,9 @@ class Ledger:
             if lineage:
                 from ..tracking.outbox import job_outbox_row
 
-                conn.execute(insert(outbox), job_outbox_row(job_id, changed.owner, lineage, changed.at))
+                conn.execute(
+                    insert(outbox), job_outbox_row(job_id, changed.owner, lineage, changed.at)
+                )
         return changed.at
 
     def note(self, job_id: str, kind: str, actor: str, message: str) -> None:

@@ -135,7 +135,9 @@ def papermill_parameters(argv: list[str], cwd: str = ".") -> dict[str, Any]:
         if arg in ("-f", "--parameters_file") and i + 1 < len(argv):
             path = Path(argv[i + 1])
             try:
-                loaded = yaml.safe_load((path if path.is_absolute() else Path(cwd) / path).read_text())
+                loaded = yaml.safe_load(
+                    (path if path.is_absolute() else Path(cwd) / path).read_text()
+                )
             except (OSError, yaml.YAMLError):
                 loaded = None
             if isinstance(loaded, dict):

@@ -267,11 +267,42 @@ def client_for(uri: str) -> Any:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    # Ending a run on a server prints "View run at ..." to stdout, which would land inside
+    # `qmlops runs --json` and in notebook cells for every job.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    import logging
+
     from mlflow.tracking import MlflowClient
 
-    made = MlflowClient(tracking_uri=uri)
+    # A new local store announces its table creation at INFO; that is not news to our users.
+    for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+    if uri.startswith("sqlite:///"):
+        made = _open_sqlite_store(MlflowClient, uri)
+    else:
+        made = MlflowClient(tracking_uri=uri)
     with _lock:
         return _clients.setdefault(uri, made)
+
+
+def _open_sqlite_store(factory: Any, uri: str) -> Any:
+    """Open (creating or migrating) a local SQLite store under a file lock: MLflow's own table
+    creation is not safe when two processes (an engine host and a kernel) open a new store at
+    once."""
+    import fcntl
+    from pathlib import Path
+
+    path = Path(uri.removeprefix("sqlite:///").split("?", 1)[0]).resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".init.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            client = factory(tracking_uri=uri)
+            client.search_experiments(max_results=1)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return client
 
 
 def experiment_id(client: Any, uri: str, name: str, artifact_root: str | None) -> str:

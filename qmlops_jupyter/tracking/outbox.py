@@ -140,7 +140,9 @@ def create_run_row(
         )
         conn.execute(insert(outbox), _row(owner, "start", key, now))
         if params:
-            conn.execute(insert(outbox), _row(owner, "params", key, now, payload={"params": params}))
+            conn.execute(
+                insert(outbox), _row(owner, "params", key, now, payload={"params": params})
+            )
 
 
 def run_row(ledger: Ledger, key: str) -> dict[str, Any] | None:
@@ -303,7 +305,9 @@ def _send_job_run(ledger: Ledger, key: str, rows: list[dict[str, Any]], uri: str
     record = ledger.get_job(row["job_id"])
     lineage = record.lineage or {}
     client = client_for(uri)
-    exp_id = experiment_id(client, uri, lineage.get("experiment") or "qmlops", lineage.get("artifact_root"))
+    exp_id = experiment_id(
+        client, uri, lineage.get("experiment") or "qmlops", lineage.get("artifact_root")
+    )
     content = job_content(record, ledger.circuit_qasm3(record.id), group=False)
     run_id = find_run(client, exp_id, key) if max(r["attempts"] for r in rows) > 1 else None
     if run_id is None:
@@ -487,30 +491,43 @@ def wait_until_sent(
     *,
     run_keys: Sequence[str] | None = None,
     job_ids: Sequence[str] | None = None,
+    owner: str | None = None,
     uris: dict[str, str] | None = None,
     timeout: float = 10.0,
 ) -> bool:
-    """Drain the given rows now (ignoring backoff once), waiting up to ``timeout`` seconds for
-    rows another drainer holds; True when none of them is left."""
+    """Drain the given rows (or all of ``owner``'s) now, ignoring backoff once, waiting up to
+    ``timeout`` seconds for rows another drainer holds; True when none of them is left."""
     deadline = time.monotonic() + timeout
     force = True
     while True:
         drain(
-            ledger, holder, run_keys=run_keys, job_ids=job_ids, uris=uris, force=force, limit=10_000
+            ledger,
+            holder,
+            owner=owner,
+            run_keys=run_keys,
+            job_ids=job_ids,
+            uris=uris,
+            force=force,
+            limit=10_000,
         )
         force = False
+        now = ledger.clock()
         with ledger._read() as conn:
-            query = select(outbox.c.id).where(outbox.c.done_at.is_(None), outbox.c.failed.is_(False))
+            query = select(outbox.c.error, outbox.c.lease_holder, outbox.c.lease_expires_at).where(
+                outbox.c.done_at.is_(None), outbox.c.failed.is_(False)
+            )
+            if owner is not None:
+                query = query.where(outbox.c.owner == owner)
             if run_keys is not None:
                 query = query.where(outbox.c.run_key.in_(list(run_keys)))
             if job_ids is not None:
                 query = query.where(outbox.c.job_id.in_(list(job_ids)))
-            left = conn.execute(query.limit(1)).first()
-            retrying = left is not None and conn.execute(
-                select(outbox.c.id).where(outbox.c.id == left[0], outbox.c.error.is_not(None))
-            ).first()
-        if left is None:
+            left = conn.execute(query).all()
+        if not left:
             return True
-        if retrying or time.monotonic() >= deadline:
+        # Rows another drainer is sending: wait for it. Rows that failed just now with no one
+        # on them: the store is down, waiting longer will not help.
+        held = [r for r in left if r.lease_holder and r.lease_expires_at >= now]
+        if len(held) < len(left) or time.monotonic() >= deadline:
             return False
         time.sleep(0.05)

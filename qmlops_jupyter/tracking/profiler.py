@@ -130,7 +130,10 @@ class Profile:
                 f"{row['mean'] * 1000:>11.2f}{row['max'] * 1000:>11.2f}",
                 file=out,
             )
-        for label, key in (("in qmlops calls", "qmlops_seconds"), ("python around", "python_seconds")):
+        for label, key in (
+            ("in qmlops calls", "qmlops_seconds"),
+            ("python around", "python_seconds"),
+        ):
             share = 100 * s[key] / wall
             print(f"{label:<16}{'':>6}{s[key]:>11.4f}{'':>11}{share:>10.1f}%", file=out)
 

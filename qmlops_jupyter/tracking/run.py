@@ -81,7 +81,9 @@ class TrackedRun:
         tracking = self._client.tracking
         cfg = tracking.config
         if not cfg.enabled:
-            warnings.warn(f"qmlops tracking is off ({cfg.reason}); nothing will be logged", stacklevel=2)
+            warnings.warn(
+                f"qmlops tracking is off ({cfg.reason}); nothing will be logged", stacklevel=2
+            )
             active.push_run(self)
             self._open = True
             return self
@@ -111,7 +113,13 @@ class TrackedRun:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        self.end("FINISHED" if exc_type is None else "KILLED" if exc_type is KeyboardInterrupt else "FAILED")
+        self.end(
+            "FINISHED"
+            if exc_type is None
+            else "KILLED"
+            if exc_type is KeyboardInterrupt
+            else "FAILED"
+        )
 
     def end(self, status: str = "FINISHED") -> None:
         """End the run (``track()`` does this on leaving the ``with`` block)."""
@@ -167,7 +175,11 @@ class TrackedRun:
         with self._lock:
             self.job_ids.append(record.id)
             self.cumulative_shots += record.shots * max(1, len(record.circuits))
-            cost = record.actual_cost_usd if record.actual_cost_usd is not None else record.estimated_cost_usd
+            cost = (
+                record.actual_cost_usd
+                if record.actual_cost_usd is not None
+                else record.estimated_cost_usd
+            )
             self.cumulative_cost_usd += float(cost or 0.0)
 
     # -- logging helpers -----------------------------------------------------------------------
@@ -236,7 +248,8 @@ class TrackedRun:
         return self._client.tracking.flush(run_keys=[self.key], timeout=timeout)
 
     def __repr__(self) -> str:
-        return f"<TrackedRun {self.run_name or self.key} in {self.experiment!r}, {len(self.job_ids)} jobs>"
+        name = self.run_name or self.key
+        return f"<TrackedRun {name} in {self.experiment!r}, {len(self.job_ids)} jobs>"
 
 
 def _param(value: Any) -> str:

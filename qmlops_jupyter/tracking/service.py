@@ -86,23 +86,12 @@ class Tracking:
         all of it reached MLflow."""
         from .outbox import wait_until_sent
 
-        if run_keys is None and job_ids is None:
-            from .outbox import drain, pending
-
-            drain(
-                self._client.ledger,
-                self.holder,
-                owner=self._client.owner,
-                uris=self.uris(),
-                force=True,
-                limit=10_000,
-            )
-            return pending(self._client.ledger, self._client.owner)["count"] == 0
         return wait_until_sent(
             self._client.ledger,
             self.holder,
             run_keys=run_keys,
             job_ids=job_ids,
+            owner=self._client.owner if run_keys is None and job_ids is None else None,
             uris=self.uris(),
             timeout=timeout,
         )
@@ -151,7 +140,9 @@ class Tracking:
         try:
             from .outbox import drain, has_due
 
-            if self._client._ledger is not None and has_due(self._client.ledger, self._client.owner):
+            if self._client._ledger is not None and has_due(
+                self._client.ledger, self._client.owner
+            ):
                 drain(self._client.ledger, self.holder, owner=self._client.owner, uris=self.uris())
         except Exception:
             log.debug("tracking flush at exit failed", exc_info=True)
