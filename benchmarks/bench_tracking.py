@@ -266,45 +266,48 @@ def run(args: Any) -> BenchResult:
     log(f"[tracking] {n} Bell jobs (1,000 shots) per variant, each on a fresh QMLOPS_HOME")
 
     off = _client(base, "off", tracking=False)
-    _warm_up(off, standalone=False)
-    settle()
-    base_1, _ = _loop(off, n, 10_000)
-    log(f"[tracking]   baseline (tracking off): p50 {_p50(base_1) * 1e3:.2f} ms")
-
     on = _client(base, "group", tracking=True)
-    _warm_up(on, standalone=False)
+    queued = _client(base, "queued", tracking=True, sender=False)
+    alone = _client(base, "alone", tracking=True)
+    alone_q = _client(base, "alone-queued", tracking=True, sender=False)
+    for c, standalone in ((off, False), (on, False), (queued, False), (alone, True)):
+        _warm_up(c, standalone=standalone)
+    _warm_up(alone_q, standalone=True)
+
+    # A baseline block (tracking off) before and after each variant: a variant's cost is
+    # measured against the two blocks around it, so a slow stretch of the machine does not
+    # land on one side only.
+    blocks: list[list[float]] = []
+
+    def baseline_block() -> None:
+        settle()
+        times, _ = _loop(off, n, 30_000 + 1_000 * len(blocks))
+        blocks.append(times)
+        log(f"[tracking]   baseline {len(blocks)}, tracking off: p50 {_p50(times) * 1e3:.2f} ms")
+
+    baseline_block()
     group = _tracked(on, n, "group")
     group_check = _check_group(on, group["run"], group["ids"])
     log(
         f"[tracking]   track() run, sender on: submit p50 {_p50(group['times']) * 1e3:.2f} ms,"
         f" flush {group['flush_s'] * 1e3:.0f} ms, total {group['total_s']:.2f} s"
     )
-
-    queued = _client(base, "queued", tracking=True, sender=False)
-    _warm_up(queued, standalone=False)
+    baseline_block()
     drain = _tracked(queued, n, "queued")
     drain_check = _check_group(queued, drain["run"], drain["ids"])
     log(f"[tracking]   track() run, {n} queued: flush {drain['flush_s'] * 1e3:.0f} ms")
-
-    naive = _naive(base, queued, drain["ids"])
-    log(f"[tracking]   naive per-call logging: {sum(naive['times']):.2f} s for {n} jobs")
-
-    alone = _client(base, "alone", tracking=True)
-    _warm_up(alone, standalone=True)
+    baseline_block()
     solo = _standalone(alone, n)
     solo_check = _check_standalone(alone, solo["ids"])
     log(f"[tracking]   standalone, sender on: total {solo['total_s']:.2f} s")
-
-    alone_q = _client(base, "alone-queued", tracking=True, sender=False)
-    _warm_up(alone_q, standalone=True)
+    baseline_block()
     solo_q = _standalone(alone_q, n)
     solo_q_check = _check_standalone(alone_q, solo_q["ids"])
     log(f"[tracking]   standalone, {n} queued: flush {solo_q['flush_s'] * 1e3:.0f} ms")
+    baseline_block()
 
-    settle()
-    base_2, _ = _loop(off, n, 30_000)
-    baseline = base_1 + base_2
-    log(f"[tracking]   baseline again: p50 {_p50(base_2) * 1e3:.2f} ms")
+    naive = _naive(base, queued, drain["ids"])
+    log(f"[tracking]   naive per-call logging: {sum(naive['times']):.2f} s for {n} jobs")
 
     profile = None
     if args.profile:
@@ -316,25 +319,48 @@ def run(args: Any) -> BenchResult:
     for c in (off, on, queued, alone, alone_q):
         c.ledger.close()
 
-    base_p50, base_mean = _p50(baseline), statistics.fmean(baseline)
     ms = 1e3
+    baseline = [t for block in blocks for t in block]
+    base_p50 = _p50(baseline)
 
-    def per_job_over_baseline(total: float) -> float:
-        return (total - n * base_mean) / n * ms
+    def around(i: int) -> list[float]:
+        """The baseline blocks before and after variant i."""
+        return blocks[i] + blocks[i + 1]
 
-    b_p50 = (_p50(group["times"]) - base_p50) * ms
-    b_mean = (statistics.fmean(group["times"]) - base_mean) * ms
-    c_batched = per_job_over_baseline(group["total_s"])
+    def added(times: list[float], i: int) -> tuple[float, float]:
+        """Added p50 and mean of a variant's submits over the blocks around it (ms)."""
+        ref = around(i)
+        return (
+            (_p50(times) - _p50(ref)) * ms,
+            (statistics.fmean(times) - statistics.fmean(ref)) * ms,
+        )
+
+    def per_job(total: float, i: int) -> float:
+        """Wall time of a variant's jobs until all are in MLflow, over the baseline, per job."""
+        return (total - n * statistics.fmean(around(i))) / n * ms
+
+    b_p50, b_mean = added(group["times"], 0)
+    b_idle_p50, b_idle_mean = added(drain["times"], 1)
+    c_batched = per_job(group["total_s"], 0)
     c_drain = drain["flush_s"] / n * ms
     d_naive = statistics.fmean(naive["times"]) * ms
-    e_total = per_job_over_baseline(solo["total_s"])
+    e_total = per_job(solo["total_s"], 2)
     e_drain = solo_q["flush_s"] / n * ms
     ok = group_check["ok"] and drain_check["ok"] and naive["ok"]
     ok = ok and solo_check["ok"] and solo_q_check["ok"]
     bad = "" if ok else "NOT ALL JOBS REACHED MLFLOW"
+    block_p50s = [_p50(b) * ms for b in blocks]
+    drift = max(block_p50s) / min(block_p50s) - 1
+    noisy = f"baseline blocks' p50 moved {drift:.0%}" if drift > 0.15 else ""
 
     rows = [
-        Row(BENCH, f"baseline: submit, tracking off (p50 of {2 * n})", base_p50 * ms, "ms"),
+        Row(
+            BENCH,
+            f"baseline: submit, tracking off (p50 of {len(baseline)})",
+            base_p50 * ms,
+            "ms",
+            note=noisy,
+        ),
         Row(BENCH, "submit, track() run, sender on (p50)", _p50(group["times"]) * ms, "ms"),
         Row(BENCH, "b: added to submit, p50", b_p50, "ms", TARGET_MS),
         Row(BENCH, "b: added to submit, mean", b_mean, "ms", TARGET_MS),
@@ -342,12 +368,7 @@ def run(args: Any) -> BenchResult:
             BENCH, "c: batched, per job in MLflow (track run)", c_batched, "ms", TARGET_MS, note=bad
         ),
         Row(BENCH, f"c: drain only, {n} queued jobs, per job", c_drain, "ms"),
-        Row(
-            BENCH,
-            "b': added to submit, sender idle (p50)",
-            (_p50(drain["times"]) - base_p50) * ms,
-            "ms",
-        ),
+        Row(BENCH, "b': added to submit, sender idle (p50)", b_idle_p50, "ms"),
         Row(BENCH, "d: naive per-call logging, per job", d_naive, "ms"),
         Row(BENCH, "d/c: naive / batched drain", d_naive / c_drain, "x"),
         Row(BENCH, "e: own run per job, end to end", e_total, "ms"),
@@ -369,18 +390,34 @@ def run(args: Any) -> BenchResult:
         "shots": SHOTS,
         "warmup": WARMUP,
         "baseline_ms": summary(baseline, ms),
-        "baseline_before_ms": summary(base_1, ms),
-        "baseline_after_ms": summary(base_2, ms),
-        "group_sender_on": {**loop_details(group), "check": group_check},
-        "group_queued": {**loop_details(drain), "check": drain_check},
+        "baseline_blocks_p50_ms": [round(x, 3) for x in block_p50s],
+        "group_sender_on": {
+            **loop_details(group),
+            "added_p50_ms": round(b_p50, 3),
+            "added_mean_ms": round(b_mean, 3),
+            "check": group_check,
+        },
+        "group_queued": {
+            **loop_details(drain),
+            "added_p50_ms": round(b_idle_p50, 3),
+            "added_mean_ms": round(b_idle_mean, 3),
+            "check": drain_check,
+        },
         "naive": {
             "per_job_ms": summary(naive["times"], ms),
             "calls": naive["calls"],
             "artifact_folders": naive["artifact_folders"],
         },
-        "standalone_sender_on": {**loop_details(solo), "check": solo_check},
-        "standalone_queued": {**loop_details(solo_q), "check": solo_q_check},
-        "standalone_added_submit_p50_ms": round((_p50(solo["times"]) - base_p50) * ms, 3),
+        "standalone_sender_on": {
+            **loop_details(solo),
+            "added_p50_ms": round(added(solo["times"], 2)[0], 3),
+            "check": solo_check,
+        },
+        "standalone_queued": {
+            **loop_details(solo_q),
+            "added_p50_ms": round(added(solo_q["times"], 3)[0], 3),
+            "check": solo_q_check,
+        },
         "note": "enter_ms/exit_ms: track() start (run created in MLflow) and end, once per run",
         "profile": profile,
     }

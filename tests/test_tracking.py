@@ -401,10 +401,40 @@ def test_secret_in_a_tracking_uri_stays_out_of_the_ledger(
     client.tracking.flush()
     waiting = pending(client.ledger)
     assert waiting["count"] == 1 and "tr4ck-s3cret-pw" not in (waiting["last_error"] or "")
+    listed = subprocess.run(
+        [*QMLOPS, "--log-level", "DEBUG", "runs", "--json"],
+        env={**os.environ, "QMLOPS_HOME": str(tracking)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert listed.returncode == 5, listed.stderr
+    assert f"tracking store http://127.0.0.1:{port}: connecting failed" in listed.stderr or (
+        f"tracking store http://127.0.0.1:{port}:" in listed.stderr
+    )
+    assert "tr4ck-s3cret-pw" not in listed.stderr + listed.stdout
     client.ledger.close()
     for path in tracking.rglob("*"):
         if path.is_file():
             assert b"tr4ck-s3cret-pw" not in path.read_bytes(), path
+
+
+@pytest.mark.postgres
+def test_tracking_with_a_postgresql_ledger(
+    tracking: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The outbox lives in the ledger: on PostgreSQL too (claims under an advisory lock)."""
+    monkeypatch.setenv("QMLOPS_DATABASE_URL", postgres_url)
+    client = new_client(tracking)
+    with track("pg", run_name="on postgres", client=client) as run:
+        jobs = [client.submit(BELL_QASM2, shots=64, wait=True, seed=i) for i in range(3)]
+    alone = client.submit(BELL_QASM2, shots=64, wait=True)
+    assert {j.mlflow_run_id for j in jobs} == {run.run_id}
+    assert alone.mlflow_run_id and alone.mlflow_run_id != run.run_id
+    ml = mlflow_client(embedded(tracking))
+    assert ml.get_run(run.run_id).data.tags["qmlops.job_count"] == "3"
+    assert pending(client.ledger)["count"] == 0
+    client.ledger.close()
 
 
 def test_import_stays_light() -> None:

@@ -396,6 +396,15 @@ def _print_job(r: JobRecord) -> None:
         est = "unknown" if r.estimated_cost_usd is None else f"${r.estimated_cost_usd:,.2f}"
         actual = "" if r.actual_cost_usd is None else f"   actual ${r.actual_cost_usd:,.2f}"
         click.echo(f"cost      estimated {est}{actual}")
+    lineage = r.lineage or {}
+    source = lineage.get("notebook") or lineage.get("script")
+    if source:
+        git = lineage.get("git") or {}
+        commit = f" @{git['commit'][:10]}" if git.get("commit") else ""
+        dirty = " (uncommitted changes)" if git.get("dirty") else ""
+        click.echo(f"source    {source}{commit}{dirty}")
+    if r.mlflow_run_id:
+        click.echo(f"mlflow    run {r.mlflow_run_id}")
     if r.phases:
         click.echo("phases    " + "  ".join(f"{k} {v * 1000:.1f} ms" for k, v in r.phases.items()))
     if r.result is not None:

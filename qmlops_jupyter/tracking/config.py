@@ -9,6 +9,7 @@ in ``<QMLOPS_HOME>/mlflow/artifacts``. The experiment: ``MLFLOW_EXPERIMENT_NAME`
 from __future__ import annotations
 
 import os
+import re
 import urllib.parse
 from dataclasses import dataclass
 from functools import cache
@@ -84,6 +85,26 @@ def resolve(settings: Settings) -> TrackingConfig:
 @cache
 def mlflow_installed() -> bool:
     return find_spec("mlflow") is not None
+
+
+_USERINFO = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@]+@")
+
+
+def scrub(message: str) -> str:
+    """Remove ``user:password@`` from every URL in a message (MLflow's errors quote the URL
+    they tried, password and all)."""
+    return _USERINFO.sub(r"\1***@", message)
+
+
+def register_uri_secrets(uri: str) -> None:
+    """Let redaction mask a tracking URI's password wherever it shows up."""
+    from ..vault.redaction import register
+
+    try:
+        parts = urllib.parse.urlsplit(uri)
+        register(parts.password, urllib.parse.unquote(parts.password or "") or None)
+    except ValueError:
+        pass
 
 
 def safe_uri(uri: str) -> str:

@@ -264,6 +264,9 @@ def client_for(uri: str) -> Any:
         found = _clients.get(uri)
         if found is not None:
             return found
+    from .config import register_uri_secrets
+
+    register_uri_secrets(uri)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, insert, or_, select, text, update
+from sqlalchemy import and_, delete, insert, or_, select, text, update
 
-from ..ledger.orm import JobRow, TrackingOutboxRow, TrackingRunRow
+from ..ledger.orm import JobEventRow, JobRow, TrackingOutboxRow, TrackingRunRow
 from ..vault.redaction import redact
 
 if TYPE_CHECKING:
@@ -33,6 +33,7 @@ log = logging.getLogger("qmlops_jupyter.tracking")
 outbox = TrackingOutboxRow.__table__
 runs = TrackingRunRow.__table__
 jobs = JobRow.__table__
+events = JobEventRow.__table__
 
 LEASE_SECONDS = 120.0
 #: Seconds before retrying an unreachable store: 2, 4, 8 ... up to this.
@@ -193,14 +194,16 @@ def drain(
             uri = _uri_for(ledger, key, rows, uris or {})
             if uri in down:
                 raise ConnectionError("tracking store unreachable")
-            run_id = _send(ledger, key, rows, uri)
+            run_id = _send(ledger, key, rows, uri, holder)
         except Exception as exc:
             from .mlflow_io import is_unreachable
 
             transient = is_unreachable(exc)
             if transient and uri is not None:
                 down.add(uri)
-            message = redact(f"{exc.__class__.__name__}: {exc}")[:2000]
+            from .config import scrub
+
+            message = scrub(redact(f"{exc.__class__.__name__}: {exc}"))[:2000]
             _fail(ledger, holder, rows, message, permanent=not transient)
             if transient:
                 report.retrying += len(rows)
@@ -211,7 +214,27 @@ def drain(
             continue
         report.sent += len(rows)
         report.runs.append(run_id)
+    if report.sent:
+        purge_sent(ledger)
     return report
+
+
+#: Sent rows are kept this long (for ``qmlops runs`` and audits), then deleted.
+KEEP_SENT = timedelta(days=7)
+_last_purge = 0.0
+
+
+def purge_sent(ledger: Ledger, *, every: float = 600.0) -> int:
+    """Delete rows sent more than :data:`KEEP_SENT` ago (at most every ``every`` seconds per
+    process); the jobs keep their ``mlflow_run_id``."""
+    global _last_purge
+    if time.monotonic() - _last_purge < every:
+        return 0
+    _last_purge = time.monotonic()
+    with ledger._write() as conn:
+        return conn.execute(
+            delete(outbox).where(outbox.c.done_at < ledger.clock() - KEEP_SENT)
+        ).rowcount
 
 
 def _claim(
@@ -291,13 +314,15 @@ def _uri_for(ledger: Ledger, key: str, rows: list[dict], uris: dict[str, str]) -
     return uris.get(stored, stored)
 
 
-def _send(ledger: Ledger, key: str, rows: list[dict[str, Any]], uri: str) -> str:
+def _send(ledger: Ledger, key: str, rows: list[dict[str, Any]], uri: str, holder: str) -> str:
     if key.startswith("job-"):
-        return _send_job_run(ledger, key, rows, uri)
-    return _send_group(ledger, key, rows, uri)
+        return _send_job_run(ledger, key, rows, uri, holder)
+    return _send_group(ledger, key, rows, uri, holder)
 
 
-def _send_job_run(ledger: Ledger, key: str, rows: list[dict[str, Any]], uri: str) -> str:
+def _send_job_run(
+    ledger: Ledger, key: str, rows: list[dict[str, Any]], uri: str, holder: str
+) -> str:
     """A job alone in its run: create (or find) the run, log everything, end it."""
     from .mlflow_io import client_for, experiment_id, find_run, job_content, log_content
 
@@ -321,7 +346,7 @@ def _send_job_run(ledger: Ledger, key: str, rows: list[dict[str, Any]], uri: str
     log_content(client, run_id, content)
     end = record.finished_at or record.updated_at
     client.set_terminated(run_id, "FINISHED", end_time=int(end.timestamp() * 1000))
-    _done(ledger, rows, run_id)
+    _done(ledger, rows, run_id, holder)
     return run_id
 
 
@@ -356,7 +381,7 @@ def _ensure_group_run(ledger: Ledger, key: str, uri: str) -> tuple[dict[str, Any
     return found, run_id
 
 
-def _send_group(ledger: Ledger, key: str, rows: list[dict[str, Any]], uri: str) -> str:
+def _send_group(ledger: Ledger, key: str, rows: list[dict[str, Any]], uri: str, holder: str) -> str:
     """Rows of a tracked run, oldest first, in one batch of MLflow calls."""
     from .mlflow_io import (
         MAX_TAG_LENGTH,
@@ -420,6 +445,7 @@ def _send_group(ledger: Ledger, key: str, rows: list[dict[str, Any]], uri: str) 
         ledger,
         rows,
         run_id,
+        holder,
         run_update={
             "params": logged,
             "job_ids": job_ids,
@@ -446,6 +472,7 @@ def _done(
     ledger: Ledger,
     rows: list[dict[str, Any]],
     run_id: str,
+    holder: str,
     *,
     run_update: dict[str, Any] | None = None,
     key: str | None = None,
@@ -461,6 +488,23 @@ def _done(
         )
         if job_ids:
             conn.execute(update(jobs).where(jobs.c.id.in_(job_ids)).values(mlflow_run_id=run_id))
+            owners = {r["job_id"]: r["owner"] for r in rows if r["job_id"]}
+            conn.execute(
+                insert(events),
+                [
+                    {
+                        "job_id": job_id,
+                        "owner": owners[job_id],
+                        "at": now,
+                        "kind": "note",
+                        "from_state": None,
+                        "to_state": None,
+                        "actor": holder,
+                        "message": f"logged to MLflow run {run_id}",
+                    }
+                    for job_id in job_ids
+                ],
+            )
         if run_update and key is not None:
             conn.execute(update(runs).where(runs.c.key == key).values(**run_update))
 
