@@ -206,6 +206,7 @@ class Client:
             if active.anything_open():
                 active.note_waited(time.perf_counter() - started)
             if lineage is not None and job._record.state is JobState.COMPLETED:
+                self.tracking.last_activity = time.monotonic()
                 self.tracking.kick()
         else:
             self._notify_engines()
@@ -302,6 +303,8 @@ class Client:
         finally:
             if active.anything_open():
                 active.note_waited(time.perf_counter() - started)
+            if self._tracking is not None:
+                self._tracking.last_activity = time.monotonic()
         if record.lineage and record.state is JobState.COMPLETED and not record.mlflow_run_id:
             self.tracking.kick()
         return record

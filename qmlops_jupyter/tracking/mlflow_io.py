@@ -303,6 +303,7 @@ def _open_sqlite_store(factory: Any, uri: str) -> Any:
         try:
             client = factory(tracking_uri=uri)
             client.search_experiments(max_results=1)
+            _use_wal(path)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return client
@@ -338,6 +339,19 @@ def experiment_id(client: Any, uri: str, name: str, artifact_root: str | None) -
     return exp_id
 
 
+def _use_wal(path: Any) -> None:
+    """Write-ahead logging for a local MLflow store (it persists in the file): fewer syncs per
+    commit, and readers (the UI, ``qmlops runs``) never block the sender."""
+    import sqlite3
+
+    con = sqlite3.connect(str(path), timeout=30)
+    try:
+        if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            con.execute("PRAGMA journal_mode=WAL")
+    finally:
+        con.close()
+
+
 def _safe_folder(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or "experiment"
 
@@ -350,9 +364,12 @@ def find_run(client: Any, exp_id: str, run_key: str) -> str | None:
     return runs[0].info.run_id if runs else None
 
 
-def log_content(client: Any, run_id: str, content: Content) -> None:
+def log_content(
+    client: Any, run_id: str, content: Content, artifact_uri: str | None = None
+) -> None:
     """Params, metrics and tags in as few ``log_batch`` calls as MLflow's limits allow, then
-    every file in one ``log_artifacts``."""
+    every file in one ``log_artifacts`` (straight to the run's artifact store when its
+    ``artifact_uri`` is known, sparing MLflow a lookup of the run)."""
     from mlflow.entities import Metric, Param, RunTag
 
     params = [Param(k, v) for k, v in content.params.items()]
@@ -375,7 +392,15 @@ def log_content(client: Any, run_id: str, content: Content) -> None:
                 path = Path(tmp) / rel
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(data)
-            client.log_artifacts(run_id, tmp)
+            if artifact_uri:
+                from mlflow.store.artifact.artifact_repository_registry import (
+                    get_artifact_repository,
+                )
+
+                repo = get_artifact_repository(artifact_uri, tracking_uri=client.tracking_uri)
+                repo.log_artifacts(tmp)
+            else:
+                client.log_artifacts(run_id, tmp)
 
 
 def is_unreachable(exc: BaseException) -> bool:

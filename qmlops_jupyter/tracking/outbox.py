@@ -334,16 +334,20 @@ def _send_job_run(
         client, uri, lineage.get("experiment") or "qmlops", lineage.get("artifact_root")
     )
     content = job_content(record, ledger.circuit_qasm3(record.id), group=False)
-    run_id = find_run(client, exp_id, key) if max(r["attempts"] for r in rows) > 1 else None
-    if run_id is None:
+    found = find_run(client, exp_id, key) if max(r["attempts"] for r in rows) > 1 else None
+    if found is None:
+        # Every tag goes in with the run: one call fewer than a separate set.
         run = client.create_run(
             exp_id,
             start_time=int(record.created_at.timestamp() * 1000),
-            tags={"qmlops.run_key": key},
+            tags={**content.tags, "qmlops.run_key": key},
             run_name=record.name or f"{record.backend}-{record.id[:8]}",
         )
-        run_id = run.info.run_id
-    log_content(client, run_id, content)
+        run_id, artifact_uri = run.info.run_id, run.info.artifact_uri
+        content.tags = {}
+    else:
+        run_id, artifact_uri = found, None
+    log_content(client, run_id, content, artifact_uri)
     end = record.finished_at or record.updated_at
     client.set_terminated(run_id, "FINISHED", end_time=int(end.timestamp() * 1000))
     _done(ledger, rows, run_id, holder)

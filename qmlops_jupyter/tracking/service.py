@@ -24,6 +24,15 @@ log = logging.getLogger("qmlops_jupyter.tracking")
 
 #: A background sender with nothing to do for this long stops (a new job starts it again).
 IDLE_STOP_SECONDS = 30.0
+#: The sender keeps out of the way of a loop of jobs: it sends once this process has made no
+#: qmlops call for this long ...
+QUIET_SECONDS = 0.3
+#: ... or when the oldest record has waited this long, a chunk at a time.
+MAX_DELAY_SECONDS = 5.0
+CHUNK = 50
+#: At interpreter exit, send for at most this long (the rest waits for an engine host or the
+#: next process of this owner).
+EXIT_SECONDS = 5.0
 
 
 class Tracking:
@@ -34,6 +43,9 @@ class Tracking:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._atexit = False
+        #: Monotonic time of this process's last submit or wait.
+        self.last_activity = 0.0
+        self._queued_since: float | None = None
 
     @property
     def config(self) -> TrackingConfig:
@@ -62,6 +74,7 @@ class Tracking:
             return None
         from .lineage import capture
 
+        self.last_activity = time.monotonic()
         run = active.current_run()
         data = capture(self._client.owner)
         data.update(
@@ -101,6 +114,8 @@ class Tracking:
         if not self.enabled:
             return
         with self._lock:
+            if self._queued_since is None:
+                self._queued_since = time.monotonic()
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._run, name="qmlops-tracking", daemon=True
@@ -119,15 +134,26 @@ class Tracking:
         while True:
             self._wake.wait(0.5)
             self._wake.clear()
-            # Let jobs completing close together go in one batch.
-            time.sleep(0.05)
+            now = time.monotonic()
+            busy = now - self.last_activity < QUIET_SECONDS
+            waited = self._queued_since is not None and now - self._queued_since > MAX_DELAY_SECONDS
+            if busy and not waited:
+                time.sleep(0.1)
+                self._wake.set()  # look again soon
+                continue
             try:
                 if has_due(ledger, owner):
-                    drain(ledger, self.holder, owner=owner, uris=self.uris())
+                    report = drain(ledger, self.holder, owner=owner, uris=self.uris(), limit=CHUNK)
                     idle_since = time.monotonic()
-                elif time.monotonic() - idle_since > IDLE_STOP_SECONDS:
                     with self._lock:
-                        if not self._wake.is_set():
+                        self._queued_since = time.monotonic() if report.sent >= CHUNK else None
+                    if report.sent >= CHUNK:
+                        self._wake.set()  # more to send
+                else:
+                    with self._lock:
+                        self._queued_since = None
+                        idle = time.monotonic() - idle_since > IDLE_STOP_SECONDS
+                        if idle and not self._wake.is_set():
                             self._thread = None
                             return
             except Exception:
@@ -135,14 +161,23 @@ class Tracking:
                 time.sleep(1.0)
 
     def _at_exit(self) -> None:
-        """Before the interpreter goes: send what is due, briefly (the rest stays queued for
-        the next process or an engine host)."""
+        """Before the interpreter goes: send what is due, for a few seconds at most (the rest
+        stays queued for an engine host or the next process)."""
         try:
             from .outbox import drain, has_due
 
-            if self._client._ledger is not None and has_due(
-                self._client.ledger, self._client.owner
-            ):
-                drain(self._client.ledger, self.holder, owner=self._client.owner, uris=self.uris())
+            if self._client._ledger is None:
+                return
+            deadline = time.monotonic() + EXIT_SECONDS
+            while time.monotonic() < deadline and has_due(self._client.ledger, self._client.owner):
+                report = drain(
+                    self._client.ledger,
+                    self.holder,
+                    owner=self._client.owner,
+                    uris=self.uris(),
+                    limit=CHUNK,
+                )
+                if not report.sent:
+                    break
         except Exception:
             log.debug("tracking flush at exit failed", exc_info=True)
