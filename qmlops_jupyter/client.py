@@ -117,6 +117,14 @@ class Client:
     def owner(self) -> str:
         return self.settings.owner
 
+    def close(self) -> None:
+        """Stop this client's background tracking sender and close its ledger connections
+        (queued tracking records stay in the ledger for the next sender)."""
+        if self._tracking is not None:
+            self._tracking.close()
+        if self._ledger is not None:
+            self._ledger.close()
+
     # -- jobs ----------------------------------------------------------------------------------
 
     def submit(
@@ -514,8 +522,8 @@ def reset_client() -> None:
     """Forget the process-wide client (after changing ``QMLOPS_*`` variables)."""
     global _default
     with _default_lock:
-        if _default is not None and _default._ledger is not None:
-            _default._ledger.close()
+        if _default is not None:
+            _default.close()
         _default = None
 
 

@@ -52,8 +52,7 @@ def tracking(home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def client(home: Path) -> Iterator[Client]:
     c = Client(Settings.from_env(home=home))
     yield c
-    if c._ledger is not None:
-        c.ledger.close()
+    c.close()
 
 
 def postgres_base_url() -> str:

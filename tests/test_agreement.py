@@ -96,6 +96,7 @@ def backend_client(
     monkeypatch.setenv("QMLOPS_HOME", str(home))
     for var in ("QMLOPS_DATABASE_URL", "QMLOPS_BACKENDS_FILE"):
         monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("QMLOPS_TRACKING", "off")  # about backends; tracking has its own tests
 
     def client_with(entries: dict) -> Client:
         (home / "backends.yaml").write_text(yaml.safe_dump({"backends": entries}))

@@ -53,8 +53,20 @@ def read_artifact(ml: Any, run_id: str, path: str, dst: Path) -> bytes:
     return Path(ml.download_artifacts(run_id, path, str(dst))).read_bytes()
 
 
+_made: list[Client] = []
+
+
 def new_client(home: Path) -> Client:
-    return Client(Settings.from_env(home=home))
+    client = Client(Settings.from_env(home=home))
+    _made.append(client)
+    return client
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Any:
+    yield
+    while _made:
+        _made.pop().close()
 
 
 # -- configuration -------------------------------------------------------------------------------
@@ -413,7 +425,7 @@ def test_secret_in_a_tracking_uri_stays_out_of_the_ledger(
         f"tracking store http://127.0.0.1:{port}:" in listed.stderr
     )
     assert "tr4ck-s3cret-pw" not in listed.stderr + listed.stdout
-    client.ledger.close()
+    client.close()
     for path in tracking.rglob("*"):
         if path.is_file():
             assert b"tr4ck-s3cret-pw" not in path.read_bytes(), path
@@ -434,7 +446,7 @@ def test_tracking_with_a_postgresql_ledger(
     ml = mlflow_client(embedded(tracking))
     assert ml.get_run(run.run_id).data.tags["qmlops.job_count"] == "3"
     assert pending(client.ledger)["count"] == 0
-    client.ledger.close()
+    client.close()
 
 
 def test_import_stays_light() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,9 @@ if TYPE_CHECKING:
     from .store import Ledger
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+#: Alembic keeps its running context in module globals: one migration at a time per process
+#: (ours, or MLflow's when it opens a new local store).
+ALEMBIC_LOCK = threading.RLock()
 
 
 def current_revision(ledger: Ledger) -> str | None:
@@ -29,7 +33,7 @@ def upgrade_if_needed(ledger: Ledger) -> None:
 
     if current_revision(ledger) == HEAD_REVISION:
         return
-    with _migration_lock(ledger):
+    with ALEMBIC_LOCK, _migration_lock(ledger):
         if current_revision(ledger) == HEAD_REVISION:  # another process just did it
             return
         upgrade(ledger)

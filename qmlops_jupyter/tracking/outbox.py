@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -181,6 +182,9 @@ def drain(
     configured with. ``force`` ignores the retry backoff (the store is known to be back).
     """
     report = DrainReport()
+    # Each drain leases under a name of its own, so two drains in one process (the background
+    # sender and a flush) never take each other's rows.
+    holder = f"{holder}/{uuid.uuid4().hex[:8]}"
     claimed = _claim(ledger, holder, owner, run_keys, job_ids, force, limit)
     if not claimed:
         return report
@@ -284,7 +288,7 @@ def _claim(
             return []
         conn.execute(
             update(outbox)
-            .where(outbox.c.run_key.in_(keys), due)
+            .where(outbox.c.run_key.in_(keys), due, free)
             .values(
                 lease_holder=holder,
                 lease_expires_at=now + timedelta(seconds=LEASE_SECONDS),

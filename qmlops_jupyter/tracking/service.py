@@ -46,6 +46,7 @@ class Tracking:
         #: Monotonic time of this process's last submit or wait.
         self.last_activity = 0.0
         self._queued_since: float | None = None
+        self._closed = False
 
     @property
     def config(self) -> TrackingConfig:
@@ -111,7 +112,7 @@ class Tracking:
 
     def kick(self) -> None:
         """Something was queued: make sure the background sender will send it soon."""
-        if not self.enabled:
+        if not self.enabled or self._closed:
             return
         with self._lock:
             if self._queued_since is None:
@@ -131,9 +132,11 @@ class Tracking:
 
         ledger, owner = self._client.ledger, self._client.owner
         idle_since = time.monotonic()
-        while True:
+        while not self._closed:
             self._wake.wait(0.5)
             self._wake.clear()
+            if self._closed:
+                return
             now = time.monotonic()
             busy = now - self.last_activity < QUIET_SECONDS
             waited = self._queued_since is not None and now - self._queued_since > MAX_DELAY_SECONDS
@@ -160,13 +163,21 @@ class Tracking:
                 log.warning("sending tracking records failed; will retry", exc_info=True)
                 time.sleep(1.0)
 
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the background sender (what it has not sent stays queued in the ledger)."""
+        self._closed = True
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
     def _at_exit(self) -> None:
         """Before the interpreter goes: send what is due, for a few seconds at most (the rest
         stays queued for an engine host or the next process)."""
         try:
             from .outbox import drain, has_due
 
-            if self._client._ledger is None:
+            if self._client._ledger is None or self._closed:
                 return
             deadline = time.monotonic() + EXIT_SECONDS
             while time.monotonic() < deadline and has_due(self._client.ledger, self._client.owner):
