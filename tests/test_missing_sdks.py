@@ -4,6 +4,7 @@ interpreter where the SDK's import is blocked, as on a machine without it."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -84,3 +85,25 @@ def test_listing_goes_on_without_the_sdks(tmp_path: Path) -> None:
         for name in names:
             assert infos[name]["available"] is False, infos[name]
             assert f"qmlops-jupyter[{extra}]" in infos[name]["status"], infos[name]
+
+
+def test_without_mlflow_jobs_run_and_runs_names_the_extra(tmp_path: Path) -> None:
+    """MLflow missing: tracking turns itself off (jobs run, no lineage), and ``qmlops runs``
+    names the install."""
+    qasm = tmp_path / "bell.qasm"
+    qasm.write_text(BELL_QASM2)
+    code = (
+        "import json; from qmlops_jupyter.cli.main import cli\n"
+        "cli(['submit', '--wait', '--json', sys.argv[0]], prog_name='qmlops')"
+    )
+    done = run_blocked("mlflow", code, str(qasm), home=tmp_path / "home")
+    assert done.returncode == 0, done.stderr
+    job = json.loads(done.stdout)
+    assert job["state"] == "COMPLETED" and job["lineage"] is None
+    code = "from qmlops_jupyter.cli.main import cli; cli(['runs'], prog_name='qmlops')"
+    done = run_blocked("mlflow", code, home=tmp_path / "home")
+    assert done.returncode == 5
+    assert done.stderr.strip() == (
+        "qmlops: error: tracking needs MLflow, which is not installed; install it with: "
+        "pip install 'qmlops-jupyter[mlflow]'"
+    )

@@ -200,6 +200,8 @@ def test_no_secret_in_any_output_log_file_or_record(
         runs = json.loads(qmlops("runs", "--json"))
         logged = {j for r in runs for j in r["job_ids"]}
         assert {good["id"], ibm["id"]} <= logged, runs
+        (ionq_run,) = [r for r in runs if r["job_ids"] == [good["id"]]]
+        assert ionq_run["provider_job_ids"] == [good["provider_job_id"]]
 
     # Every param, tag, metric and artifact of every run, read back through MLflow.
     from mlflow.tracking import MlflowClient

@@ -261,6 +261,83 @@ def test_qmlops_runs_lists_runs_with_their_jobs(tracking: Path, client: Client) 
     assert bad.returncode == 2 and "--limit" in bad.stderr
 
 
+@pytest.mark.slow
+def test_qmlops_mlflow_ui_serves_the_embedded_store_on_loopback(
+    tracking: Path, client: Client
+) -> None:
+    """A real ``qmlops mlflow-ui`` process: the MLflow UI and its API answer on 127.0.0.1 with
+    the runs of the embedded store."""
+    import signal
+    import urllib.request
+
+    job = client.submit(BELL_QASM2, shots=100, wait=True)
+    assert job.mlflow_run_id
+    env = {**os.environ, "QMLOPS_HOME": str(tracking)}
+    port = free_port()
+    proc = subprocess.Popen(
+        [*QMLOPS, "mlflow-ui", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            with urllib.request.urlopen(f"{base}/health", timeout=2) as resp:
+                return resp.status == 200
+        except OSError:
+            assert proc.poll() is None, proc.stderr.read().decode()
+            return False
+
+    try:
+        wait_for(up, 90, "the MLflow UI")
+        with urllib.request.urlopen(f"{base}/", timeout=10) as resp:
+            assert resp.status == 200 and b"MLflow" in resp.read()
+        request = urllib.request.Request(
+            f"{base}/api/2.0/mlflow/runs/get?run_id={job.mlflow_run_id}"
+        )
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            run = json.loads(resp.read())["run"]
+        tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
+        assert tags["qmlops.job_id"] == job.id
+        # Listening on loopback only.
+        listening = subprocess.run(
+            ["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True, check=True
+        ).stdout
+        assert listening.strip() and all(
+            line.split()[3].startswith("127.0.0.1:") for line in listening.strip().splitlines()
+        ), listening
+        # The port is taken now: a second UI says so, in one line, exit 2.
+        again = subprocess.run(
+            [*QMLOPS, "mlflow-ui", "--port", str(port)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert again.returncode == 2
+        assert again.stderr.strip() == (
+            f"qmlops: error: port {port} on 127.0.0.1 is in use; pick another with --port"
+        )
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    remote = subprocess.run(
+        [*QMLOPS, "mlflow-ui"],
+        env={**env, "MLFLOW_TRACKING_URI": "http://127.0.0.1:5999"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert remote.returncode == 2 and "open its UI there" in remote.stderr
+
+
 def test_a_lost_acknowledgement_never_makes_a_second_run(tracking: Path, client: Client) -> None:
     """The run was made and logged, but the ledger never heard (a crash in between): the retry
     finds the run by its key instead of making another."""

@@ -62,8 +62,15 @@ def run_summary(run: Any, experiments: dict[str, str]) -> dict[str, Any]:
 
 def list_runs(client: Any, experiment: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
     """This owner's runs that hold jobs, newest first."""
+    from ..errors import MissingBackendDependency
+    from ..tracking.config import mlflow_installed
     from ..tracking.mlflow_io import client_for
 
+    if not mlflow_installed():
+        raise MissingBackendDependency(
+            "tracking needs MLflow, which is not installed; install it with: "
+            "pip install 'qmlops-jupyter[mlflow]'"
+        )
     cfg = client.tracking.config
     uri = cfg.uri
     ml = _mlflow_call(uri, "connecting", client_for, uri)
