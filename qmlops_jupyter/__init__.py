@@ -60,6 +60,13 @@ _LAZY = {
 }
 
 
+def _jupyter_server_extension_points() -> list[dict[str, Any]]:
+    """The jupyter-server extension (enabled on install by ``jupyter-config``)."""
+    from .server import _jupyter_server_extension_points as points
+
+    return points()
+
+
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:

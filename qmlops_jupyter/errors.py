@@ -109,7 +109,7 @@ class BudgetExceeded(QmlopsError):
     """A job that would take its owner over a budget (shots per day, dollars per month); it was
     refused before anything was written but the refusal."""
 
-    http_status = 402
+    http_status = 422  # a refusal of the request as it stands, like a limit
     exit_code = 9
     code = "budget_exceeded"
 

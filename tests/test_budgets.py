@@ -66,7 +66,7 @@ def test_shots_per_day_refuses_and_resets_at_the_day_boundary(
         "budget exceeded: shots per day for all backends: limit 2500, used 2400 today, "
         "this job 200 shots"
     )
-    assert err.value.exit_code == 9 and err.value.http_status == 402
+    assert err.value.exit_code == 9 and err.value.http_status == 422
     c.submit(BELL_QASM2, shots=100)  # exactly fills it
     [status] = c.budgets()
     assert (status.shots_per_day.limit, status.shots_per_day.used) == (2500, 2500)

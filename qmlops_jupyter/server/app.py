@@ -1,0 +1,176 @@
+"""``QmlopsApp``: the extension's only wiring point.
+
+It builds one :class:`qmlops_jupyter.client.Client` for the server's user, hosts an engine in the
+server's event loop (started and stopped with the server), pumps job transitions from the ledger
+onto the server's event bus and into Prometheus metrics, and tells kernels it launches where its
+API is. Every setting is a traitlet: ``c.QmlopsApp.<name>`` in ``jupyter_server_config.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from jupyter_server.extension.application import ExtensionApp
+from traitlets import Bool, Float, Int, Unicode
+
+#: Header a kernel launched by this server sends with the token it was given (see
+#: :meth:`QmlopsApp.expose_to_kernels`); accepted by the qmlops API only.
+KERNEL_TOKEN_HEADER = "X-Qmlops-Kernel-Token"
+
+
+class QmlopsApp(ExtensionApp):
+    name = "qmlops_jupyter"
+    description = "Quantum job ledger, engine and tracking for Jupyter"
+
+    home = Unicode(
+        None,
+        allow_none=True,
+        config=True,
+        help="State folder (ledger, backends.yaml, MLflow store). Default: QMLOPS_HOME, else "
+        "<jupyter data dir>/qmlops.",
+    )
+    database_url = Unicode(
+        None,
+        allow_none=True,
+        config=True,
+        help="Ledger URL. Default: QMLOPS_DATABASE_URL, else SQLite in the home.",
+    )
+    owner = Unicode(
+        None,
+        allow_none=True,
+        config=True,
+        help="Owner of the jobs made here (default: the OS user).",
+    )
+    tracking_uri = Unicode(
+        None,
+        allow_none=True,
+        config=True,
+        help="MLflow tracking URI for this server and the kernels it starts (default: "
+        "MLFLOW_TRACKING_URI, else the embedded store).",
+    )
+    run_engine = Bool(
+        True,
+        config=True,
+        help="Host an engine in the server's event loop (jobs advance while "
+        "the server runs, and recover when it restarts).",
+    )
+    engine_tick = Float(1.0, config=True, help="Seconds between the engine's looks at the ledger.")
+    lease_ttl = Float(30.0, config=True, help="Seconds a job lease lasts without renewal.")
+    events_interval = Float(
+        0.1, config=True, help="Seconds between looks for new job transitions (events, metrics)."
+    )
+    metrics_interval = Float(
+        15.0, config=True, help="Seconds between refreshes of the ledger-wide gauges."
+    )
+    expose_to_kernels = Bool(
+        True,
+        config=True,
+        help="Give kernels this server starts its URL and a token for the qmlops API only, so "
+        "qmlops_jupyter.submit in a notebook goes through this server.",
+    )
+    workers = Int(8, config=True, help="Threads for ledger and provider calls of API requests.")
+
+    # -- set up ------------------------------------------------------------------------------------
+
+    def initialize_settings(self) -> None:
+        from ..client import Client
+        from ..config import Settings
+
+        if self.tracking_uri:
+            os.environ["MLFLOW_TRACKING_URI"] = self.tracking_uri
+        overrides = {
+            k: v
+            for k, v in (
+                ("home", self.home),
+                ("database_url", self.database_url),
+                ("owner", self.owner),
+            )
+            if v
+        }
+        self.client = Client(Settings.from_env(**overrides), lease_ttl=self.lease_ttl)
+        self.executor = ThreadPoolExecutor(self.workers, thread_name_prefix="qmlops-api")
+        self.engine: Any = None
+        self.kernel_token = secrets.token_urlsafe(32)
+        self._tasks: list[asyncio.Task[Any]] = []
+        from .events import EventPump, register_schemas
+        from .metrics import Metrics
+
+        register_schemas(self.serverapp.event_logger)
+        self.metrics = Metrics(self)
+        self.events = EventPump(self)
+        if self.expose_to_kernels:
+            self._expose_to_kernels()
+
+    def initialize_handlers(self) -> None:
+        from .handlers import routes
+
+        self.handlers.extend(routes())
+
+    def _expose_to_kernels(self) -> None:
+        """Kernels inherit this process's environment: put the API's URL there, and the path of
+        a file (readable by this user only) holding a token that opens the qmlops API and
+        nothing else. The token itself never enters a kernel's environment."""
+        settings = self.client.settings
+        run_dir = settings.home / "run"
+        run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        token_file = run_dir / f"server-{os.getpid()}.token"
+        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(self.kernel_token)
+        self._token_file = token_file
+        os.environ["QMLOPS_SERVER_URL"] = self.serverapp.connection_url.rstrip("/") + "/"
+        os.environ["QMLOPS_SERVER_TOKEN_FILE"] = str(token_file)
+
+    # -- start and stop with the server -----------------------------------------------------------
+
+    async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        loop = asyncio.get_running_loop()
+        # Open (and migrate) the ledger off the event loop.
+        await loop.run_in_executor(self.executor, lambda: self.client.ledger)
+        if self.run_engine:
+            from ..engine import Engine
+
+            tracking = self.client.tracking
+            self.engine = Engine(
+                self.client.ledger,
+                self.client.registry,
+                owner=self.client.owner,
+                tick=self.engine_tick,
+                lease_ttl=self.lease_ttl,
+                wake_dir=self.client.settings.home / "run",
+                vault=self.client.vault,
+                tracking=tracking if tracking.config.enabled else None,
+            )
+            await self.engine.start()
+        await self.events.start()
+        await self.metrics.start()
+        self.log.info(
+            "qmlops: API at %sqmlops/api/v1/, ledger %s, engine %s",
+            self.serverapp.base_url,
+            self.client.ledger.url,
+            "on" if self.engine else "off",
+        )
+
+    async def stop_extension(self) -> None:
+        await self.metrics.stop()
+        await self.events.stop()
+        if self.engine is not None:
+            await self.engine.stop()
+            self.engine = None
+        token_file = getattr(self, "_token_file", None)
+        if token_file is not None:
+            Path(token_file).unlink(missing_ok=True)
+        self.client.close()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- helpers for handlers ---------------------------------------------------------------------
+
+    async def run(self, func: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run blocking core work (ledger, providers) in the API's threads."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, lambda: func(*args, **kwargs))

@@ -1,0 +1,132 @@
+"""Job transitions from the ledger to the server's event bus (``job_status`` v1), to Prometheus
+metrics, and to requests waiting on a job.
+
+The pump reads the ledger's append-only event log past the last sequence number it saw, every
+``QmlopsApp.events_interval`` seconds, so transitions made by any process on the same ledger
+(this server's engine, another engine, a kernel) are seen and emitted once each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, select
+
+if TYPE_CHECKING:
+    from .app import QmlopsApp
+
+SCHEMA_DIR = Path(__file__).with_name("event_schemas")
+JOB_STATUS = "https://events.qmlops-jupyter.dev/job_status/v1"
+
+
+def register_schemas(event_logger: Any) -> None:
+    event_logger.register_event_schema(SCHEMA_DIR / "job_status" / "v1.yaml")
+
+
+class EventPump:
+    def __init__(self, app: QmlopsApp) -> None:
+        self.app = app
+        self.last_seq: int | None = None
+        self.last_poll: float | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+
+    async def start(self) -> None:
+        self.last_seq = await self.app.run(self._max_seq)
+        self._task = asyncio.create_task(self._loop(), name="qmlops-events")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def wait_for_change(self, job_id: str, timeout: float) -> bool:
+        """Until the job's next transition is seen (True) or ``timeout`` seconds (False)."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._waiters.setdefault(job_id, []).append(fut)
+        try:
+            await asyncio.wait_for(fut, timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            waiting = self._waiters.get(job_id)
+            if waiting is not None and fut in waiting:
+                waiting.remove(fut)
+                if not waiting:
+                    self._waiters.pop(job_id, None)
+
+    # -- the pump ---------------------------------------------------------------------------------
+
+    def _max_seq(self) -> int:
+        from ..ledger.store import events
+
+        with self.app.client.ledger._read() as conn:
+            return int(conn.execute(select(func.coalesce(func.max(events.c.seq), 0))).scalar_one())
+
+    def _read(self, after: int) -> list[dict[str, Any]]:
+        from ..ledger.store import events, jobs
+
+        query = (
+            select(
+                events.c.seq,
+                events.c.job_id,
+                events.c.at,
+                events.c.from_state,
+                events.c.to_state,
+                events.c.message,
+                events.c.kind,
+                jobs.c.name,
+                jobs.c.backend,
+            )
+            .select_from(events.join(jobs, jobs.c.id == events.c.job_id))
+            .where(events.c.seq > after)
+            .order_by(events.c.seq)
+            .limit(1000)
+        )
+        with self.app.client.ledger._read() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    async def _loop(self) -> None:
+        import time
+
+        while True:
+            try:
+                rows = await self.app.run(self._read, self.last_seq or 0)
+                self.last_poll = time.time()
+                for row in rows:
+                    self._dispatch(row)
+                    self.last_seq = row["seq"]
+                if len(rows) == 1000:
+                    continue  # more to read now
+            except Exception:  # the ledger may be briefly unreachable
+                self.app.log.warning("qmlops: reading job events failed", exc_info=True)
+            await asyncio.sleep(self.app.events_interval)
+
+    def _dispatch(self, row: dict[str, Any]) -> None:
+        self.app.metrics.observe_event(row)
+        if row["kind"] != "transition":
+            return
+        data = {
+            "job_id": row["job_id"],
+            "name": row["name"],
+            "backend": row["backend"],
+            "old_state": row["from_state"],
+            "new_state": row["to_state"],
+            "time": row["at"].isoformat(),
+            "seq": int(row["seq"]),
+            "message": row["message"],
+        }
+        try:
+            self.app.serverapp.event_logger.emit(schema_id=JOB_STATUS, data=data)
+        except Exception:
+            self.app.log.warning("qmlops: emitting a job event failed", exc_info=True)
+        for fut in self._waiters.pop(row["job_id"], []):
+            if not fut.done():
+                fut.set_result(None)

@@ -1,0 +1,14 @@
+"""The REST API's routes, one module per resource; all under ``/qmlops/api/v1/``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def routes() -> list[tuple[str, Any]]:
+    from . import backends, budget, credentials, estimate, health, jobs, openapi, runs
+
+    table: list[tuple[str, Any]] = []
+    for module in (jobs, backends, credentials, budget, estimate, runs, health, openapi):
+        table.extend(module.ROUTES)
+    return table

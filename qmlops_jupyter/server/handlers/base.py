@@ -1,0 +1,155 @@
+"""What every qmlops API handler shares: authentication (the server's, or a kernel's scoped
+token), authorization resources, JSON in and out, and one mapping of errors to statuses.
+
+Errors: every :class:`~qmlops_jupyter.errors.QmlopsError` becomes its ``http_status`` with
+``{"error": code, "message": one line}``; a body that is not JSON or does not match its model is
+400. Nothing a client sends can produce a 500.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any, TypeVar
+
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.extension.handler import ExtensionHandlerMixin
+from pydantic import BaseModel, ValidationError
+from tornado import web
+
+from ...errors import InvalidRequest, QmlopsError
+from ..app import KERNEL_TOKEN_HEADER
+
+M = TypeVar("M", bound=BaseModel)
+
+#: REST base, under the server's base_url.
+API = "qmlops/api/v1"
+
+
+class QmlopsHandler(ExtensionHandlerMixin, APIHandler):
+    """Base of every ``/qmlops/api/v1/`` handler. Subclasses set ``auth_resource`` and decorate
+    each method with ``@web.authenticated`` and ``@authorized``."""
+
+    auth_resource = "qmlops"
+
+    @property
+    def app(self) -> Any:
+        return self.extensionapp
+
+    @property
+    def client(self) -> Any:
+        return self.extensionapp.client
+
+    async def run(self, func: Any, *args: Any, **kwargs: Any) -> Any:
+        return await self.extensionapp.run(func, *args, **kwargs)
+
+    # -- authentication ------------------------------------------------------------------------
+
+    def _kernel_token_ok(self) -> bool:
+        given = self.request.headers.get(KERNEL_TOKEN_HEADER)
+        expected = getattr(self.extensionapp, "kernel_token", None)
+        return bool(given and expected and hmac.compare_digest(given, expected))
+
+    async def prepare(self) -> None:  # type: ignore[override]
+        await super().prepare()
+        if self.current_user is None and self._kernel_token_ok():
+            from jupyter_server.auth.identity import User
+
+            owner = self.extensionapp.client.owner
+            self.current_user = User(username=owner, name=owner)
+
+    def check_xsrf_cookie(self) -> None:
+        # A kernel's scoped token is a header, never a cookie: no cross-site risk.
+        if self._kernel_token_ok():
+            return None
+        return super().check_xsrf_cookie()
+
+    # -- JSON in and out -----------------------------------------------------------------------
+
+    def body(self, model: type[M]) -> M:
+        """The request body as ``model``; 400 naming the first problem otherwise."""
+        raw = self.request.body or b""
+        try:
+            data = json.loads(raw.decode("utf-8") or "null")
+        except (UnicodeDecodeError, ValueError):
+            raise InvalidRequest("request body is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise InvalidRequest("request body must be a JSON object")
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "body"
+            raise InvalidRequest(f"{where}: {first['msg']}") from None
+
+    def reply(self, data: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(data, default=str))
+
+    def query(self, name: str, default: str | None = None) -> str | None:
+        value = self.get_query_argument(name, default)
+        return value if value not in ("", None) else default
+
+    def int_query(self, name: str, default: int, low: int, high: int) -> int:
+        raw = self.query(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise InvalidRequest(f"{name} must be an integer, not {raw!r}") from None
+        if not low <= value <= high:
+            raise InvalidRequest(f"{name} must be between {low} and {high}, not {value}")
+        return value
+
+    # -- errors ----------------------------------------------------------------------------------
+
+    def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, QmlopsError):
+            status_code = exc.http_status
+        elif isinstance(exc, ValidationError):
+            status_code = 400
+        super().send_error(status_code, **kwargs)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        from ...vault.redaction import redact
+
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, QmlopsError):
+            body = {"error": exc.code, "message": redact(str(exc))}
+        elif isinstance(exc, web.HTTPError):
+            message = (
+                exc.log_message % exc.args if exc.log_message and exc.args else exc.log_message
+            )
+            body = {"error": _code(status_code), "message": message or self._reason}
+        else:
+            body = {"error": _code(status_code), "message": self._reason}
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(body))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, QmlopsError):
+            self.log.info(
+                "qmlops API %s %s: %s %s",
+                self.request.method,
+                self.request.path,
+                value.http_status,
+                value,
+            )
+            return
+        super().log_exception(typ, value, tb)
+
+
+def _code(status: int) -> str:
+    return {
+        400: "invalid_request",
+        401: "unauthenticated",
+        403: "forbidden",
+        404: "not_found",
+        405: "method_not_allowed",
+        409: "conflict",
+        422: "unprocessable",
+        503: "unavailable",
+    }.get(status, "error")

@@ -1,0 +1,3 @@
+"""(filled in below)"""
+
+ROUTES: list = []
