@@ -17,12 +17,11 @@ $(STAMP): pyproject.toml requirements.lock
 
 venv: $(STAMP)
 
-# JupyterLab on 127.0.0.1 with the toolkit on its embedded defaults (Aer, a SQLite ledger under
-# QMLOPS_HOME), and an engine host beside it so jobs submitted without waiting still run.
+# JupyterLab on 127.0.0.1 with the toolkit on its embedded defaults (Aer, a SQLite ledger and a
+# local MLflow store under QMLOPS_HOME). The server extension hosts the engine in JupyterLab's
+# own process, so jobs submitted without waiting run while JupyterLab does.
 run: venv
 	@$(BIN)/qmlops backends
-	@$(BIN)/qmlops engine & engine=$$!; \
-	trap 'kill $$engine 2>/dev/null; wait $$engine 2>/dev/null' EXIT INT TERM; \
 	$(BIN)/jupyter lab --ip=127.0.0.1 --port=$(PORT) --no-browser $(ROOT_FLAG)
 
 test: venv
