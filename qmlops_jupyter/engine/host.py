@@ -136,6 +136,12 @@ class Engine:
             await self._task
         if self._inflight:
             await asyncio.wait(list(self._inflight.values()), timeout=grace)
+        warming = getattr(self, "_warming", None)
+        if warming is not None and not warming.done():
+            # Let the backends' warm-up finish: its SDK imports cannot be interrupted, and an
+            # executor shut down under them logs tracebacks.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(warming), timeout=30)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self._release_all)
         if self.driver.isolate_local:

@@ -96,6 +96,10 @@ class QmlopsApp(ExtensionApp):
         self.executor = ThreadPoolExecutor(self.workers, thread_name_prefix="qmlops-api")
         self.engine: Any = None
         self.kernel_token = secrets.token_urlsafe(32)
+        #: Ledger changes from this moment on are emitted as events (see EventPump).
+        from ..ledger.orm import utcnow
+
+        self.started_at = utcnow()
         self._tasks: list[asyncio.Task[Any]] = []
         from .events import EventPump, register_schemas
         from .metrics import Metrics

@@ -3,7 +3,8 @@ metrics, and to requests waiting on a job.
 
 The pump reads the ledger's append-only event log past the last sequence number it saw, every
 ``QmlopsApp.events_interval`` seconds, so transitions made by any process on the same ledger
-(this server's engine, another engine, a kernel) are seen and emitted once each.
+(this server's engine, another engine, a kernel) are seen and emitted once each. Only the
+server owner's jobs are emitted: on a ledger shared by a team, nobody sees another's jobs.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class EventPump:
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
 
     async def start(self) -> None:
-        self.last_seq = await self.app.run(self._max_seq)
+        self.last_seq = await self.app.run(self._start_seq)
         self._task = asyncio.create_task(self._loop(), name="qmlops-events")
 
     async def stop(self) -> None:
@@ -64,11 +65,26 @@ class EventPump:
 
     # -- the pump ---------------------------------------------------------------------------------
 
-    def _max_seq(self) -> int:
+    def _start_seq(self) -> int:
+        """The last event recorded before this server started: changes made after it (even
+        in the moments before the pump runs, while the server already answers requests) are
+        all emitted."""
         from ..ledger.store import events
 
+        started = self.app.started_at
         with self.app.client.ledger._read() as conn:
-            return int(conn.execute(select(func.coalesce(func.max(events.c.seq), 0))).scalar_one())
+            newest = int(
+                conn.execute(select(func.coalesce(func.max(events.c.seq), 0))).scalar_one()
+            )
+            recent = conn.execute(
+                select(events.c.seq, events.c.at)
+                .where(events.c.seq > newest - 10_000)
+                .order_by(events.c.seq.desc())
+            ).all()
+        for seq, at in recent:
+            if at < started:
+                return int(seq)
+        return newest - len(recent) if recent else newest
 
     def _read(self, after: int) -> list[dict[str, Any]]:
         from ..ledger.store import events, jobs
@@ -86,7 +102,7 @@ class EventPump:
                 jobs.c.backend,
             )
             .select_from(events.join(jobs, jobs.c.id == events.c.job_id))
-            .where(events.c.seq > after)
+            .where(events.c.seq > after, events.c.owner == self.app.client.owner)
             .order_by(events.c.seq)
             .limit(1000)
         )
