@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import Settings
 from .errors import BackendUnavailable, JobFailed, WaitTimeout
 from .models import BackendInfo, JobEvent, JobRecord, JobResult
 from .states import JobState
 from .tracking import active
+
+if TYPE_CHECKING:
+    from .remote import RemoteClient
 
 
 class Client:
@@ -143,13 +147,16 @@ class Client:
         labels: Sequence[str] | None = None,
         observables: Sequence[str] | None = None,
         credential: str | None = None,
+        lineage: Any = ...,
     ) -> Job:
         """Validate, record and (with ``wait=True``) run a job; return its :class:`Job`.
 
         ``observables`` (one Pauli string per circuit, e.g. ``"ZZ"``) asks for expectation
         values too (``job.result().expectation_values``). ``credential`` names a credential of
         the vault (an alias such as ``"ibm-main"``, never a secret) for the provider to be called
-        with; it must exist and be for the backend's provider. Nothing is written unless every check
+        with; it must exist and be for the backend's provider. ``lineage`` replaces what this
+        process would record about the job's origin (a server submitting for a kernel passes
+        the kernel's own; None records none). Nothing is written unless every check
         passes. Without ``wait``, an engine host picks the
         job up; with it, a local simulator runs the job in this process at once, and any backend
         is advanced here when no engine host is alive.
@@ -175,7 +182,8 @@ class Client:
         estimate = be.estimate(prepared.infos, shots)
         request_hash = _request_hash(backend, shots, name, options, tags, prepared.fingerprint)
         timeout = job_timeout if job_timeout is not None else be.config.job_timeout
-        lineage = self.tracking.lineage()
+        if lineage is ...:
+            lineage = self.tracking.lineage()
         phases = {"validate": time.perf_counter() - started}
         # A caller that waits on a local simulator runs the job itself: lease it at once.
         run_here = wait and be.capabilities.local
@@ -504,22 +512,35 @@ def _request_hash(
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-_default: Client | None = None
+_default: Client | RemoteClient | None = None
 _default_lock = threading.Lock()
 
 
-def get_client() -> Client:
-    """The process-wide client built from the environment (``QMLOPS_HOME`` ...)."""
+def get_client() -> Client | RemoteClient:
+    """The process-wide client, chosen once per process.
+
+    In a kernel started by a jupyter server running the qmlops extension (it sets
+    ``QMLOPS_SERVER_URL`` and ``QMLOPS_SERVER_TOKEN_FILE``) and answering now, a
+    :class:`~qmlops_jupyter.remote.RemoteClient`: jobs go through the server, whose engine runs
+    them. Otherwise (no such server, it does not answer, or ``QMLOPS_REMOTE=off``) an in-process
+    :class:`Client` built from the environment (``QMLOPS_HOME`` ...).
+    """
     global _default
     if _default is None:
         with _default_lock:
             if _default is None:
-                _default = Client()
+                remote = None
+                if os.environ.get("QMLOPS_SERVER_URL"):
+                    from .remote import connect_from_env  # imports httpx: only when needed
+
+                    remote = connect_from_env()
+                _default = remote or Client()
     return _default
 
 
 def reset_client() -> None:
-    """Forget the process-wide client (after changing ``QMLOPS_*`` variables)."""
+    """Forget the process-wide client (after changing ``QMLOPS_*`` variables, or restarting
+    the server): the next call chooses again."""
     global _default
     with _default_lock:
         if _default is not None:

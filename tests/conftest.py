@@ -13,6 +13,9 @@ from qmlops_jupyter.client import Client, reset_client
 from qmlops_jupyter.config import Settings
 from qmlops_jupyter.ledger import Ledger
 
+#: jupyter_server fixtures (jp_serverapp, jp_fetch ...) for the server extension's tests.
+pytest_plugins = ["pytest_jupyter.jupyter_server"]
+
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 
 
@@ -30,6 +33,9 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         "MLFLOW_TRACKING_URI",
         "MLFLOW_EXPERIMENT_NAME",
         "QMLOPS_EXPERIMENT",
+        "QMLOPS_SERVER_URL",
+        "QMLOPS_SERVER_TOKEN_FILE",
+        "QMLOPS_REMOTE",
     ):
         monkeypatch.delenv(var, raising=False)
     # Tracking is on by default; tests of other parts run without it (the tracking tests turn

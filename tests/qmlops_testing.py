@@ -342,3 +342,282 @@ class MlflowServer:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
         self.proc = None
+
+
+# -- a jupyter server with the qmlops extension ------------------------------------------------
+
+
+def jupyter_env(home: Any, scratch: Any, **extra: str) -> dict[str, str]:
+    """The environment of a ``jupyter server`` (and so of its kernels) on ``home``, with Jupyter's
+    and IPython's per-user state in ``scratch`` and nothing inherited that would point it at
+    another ledger, server or notebook. Tracking is off unless ``extra`` says otherwise."""
+    from pathlib import Path
+
+    scratch = Path(scratch)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("QMLOPS_", "MLFLOW_", "JPY_"))
+        and k not in ("JUPYTER_RUNTIME_DIR", "JUPYTER_CONFIG_DIR", "IPYTHONDIR")
+    }
+    env.update(
+        QMLOPS_HOME=str(home),
+        QMLOPS_TRACKING="off",
+        MLFLOW_DISABLE_TELEMETRY="true",
+        JUPYTER_RUNTIME_DIR=str(scratch / "jupyter-runtime"),
+        JUPYTER_CONFIG_DIR=str(scratch / "jupyter-config"),
+        IPYTHONDIR=str(scratch / "ipython"),
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+class JupyterServer:
+    """A real ``jupyter server`` process (the qmlops extension is enabled on install) on
+    127.0.0.1 with token auth, spoken to as JupyterLab does: REST, a kernel's websocket, the
+    event websocket. It can be killed (SIGKILL) and started again on the same port and home.
+    ``stop()`` also kills every kernel it started, even one a killed server left behind."""
+
+    def __init__(self, root: Any, env: dict[str, str], log_path: Any) -> None:
+        import uuid
+        from pathlib import Path
+
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.env = env
+        self.log_path = Path(log_path)
+        self.port = free_port()
+        self.token = uuid.uuid4().hex
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.sessions: list[str] = []
+        #: Process ids of the kernels started through :meth:`start_session`.
+        self.kernel_pids: list[int] = []
+
+    def start(self, timeout: float = 120) -> JupyterServer:
+        cmd = [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "server",
+            "--no-browser",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={self.port}",
+            "--ServerApp.port_retries=0",
+            f"--ServerApp.root_dir={self.root}",
+            f"--IdentityProvider.token={self.token}",
+        ]
+        if os.geteuid() == 0:
+            cmd.append("--allow-root")
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                cmd, cwd=self.root, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+        self.sessions = []
+        self.wait_ready(timeout)
+        return self
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        timeout: float = 60,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
+        """``(status, JSON body)``; error statuses are returned, not raised."""
+        import json
+        import urllib.error
+        import urllib.request
+
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(
+            self.base + path,
+            data=data,
+            method=method,
+            headers=headers
+            or {"Authorization": f"token {self.token}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                status, raw = resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            status, raw = exc.code, exc.read()
+        try:
+            return status, json.loads(raw) if raw else None
+        except ValueError:
+            return status, raw.decode(errors="replace")
+
+    def api(self, method: str, path: str, body: Any = None, timeout: float = 60) -> Any:
+        """A qmlops API call that must succeed: its JSON."""
+        status, data = self.request(method, f"/qmlops/api/v1{path}", body, timeout)
+        assert status < 400, f"{method} {path}: {status} {data}\n{self.log_tail(2000)}"
+        return data
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        """Until the server answers and its qmlops engine has ticked."""
+
+        def ready() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    f"jupyter server exited {self.proc.returncode}:\n{self.log_tail()}"
+                )
+            try:
+                status, data = self.request("GET", "/qmlops/api/v1/health", timeout=5)
+            except OSError:
+                return False
+            return status == 200 and bool(data.get("engine", {}).get("ok"))
+
+        wait_for(ready, timeout, "jupyter server to answer /qmlops/api/v1/health")
+
+    def start_session(self, path: str = "remote.ipynb", kernel: str = "python3") -> str:
+        """A notebook session as JupyterLab opens one: its kernel's id (the kernel's process id
+        is kept so :meth:`stop` can always end it)."""
+        status, model = self.request(
+            "POST",
+            "/api/sessions",
+            {"path": path, "name": path, "type": "notebook", "kernel": {"name": kernel}},
+        )
+        assert status == 201, f"POST /api/sessions: {status} {model}\n{self.log_tail()}"
+        self.sessions.append(model["id"])
+        kernel_id = model["kernel"]["id"]
+        output, errors = self.execute(kernel_id, "import os; print('PID', os.getpid())")
+        assert not errors, errors
+        self.kernel_pids.append(int(output.split()[1]))
+        return kernel_id
+
+    def execute(self, kernel_id: str, code: str, timeout: float = 180) -> tuple[str, list[str]]:
+        """Run ``code`` in the kernel through its websocket (message protocol v5): the stream
+        output and the errors (tracebacks) of that execution."""
+        import asyncio
+
+        return asyncio.run(self._execute(kernel_id, code, timeout))
+
+    async def _execute(self, kernel_id: str, code: str, timeout: float) -> tuple[str, list[str]]:
+        import asyncio
+        import json
+        import uuid
+        from datetime import UTC, datetime
+
+        from tornado.websocket import websocket_connect
+
+        url = f"ws://127.0.0.1:{self.port}/api/kernels/{kernel_id}/channels?token={self.token}"
+        conn = await asyncio.wait_for(websocket_connect(url), timeout=30)
+        msg_id = uuid.uuid4().hex
+        message = {
+            "header": {
+                "msg_id": msg_id,
+                "username": "qmlops-tests",
+                "session": uuid.uuid4().hex,
+                "msg_type": "execute_request",
+                "version": "5.3",
+                "date": datetime.now(UTC).isoformat(),
+            },
+            "parent_header": {},
+            "metadata": {},
+            "content": {
+                "code": code,
+                "silent": False,
+                "store_history": True,
+                "user_expressions": {},
+                "allow_stdin": False,
+                "stop_on_error": True,
+            },
+            "channel": "shell",
+        }
+        await conn.write_message(json.dumps(message))
+        output: list[str] = []
+        errors: list[str] = []
+        reply: dict[str, Any] | None = None
+        idle = False
+        deadline = time.monotonic() + timeout
+        try:
+            # The reply comes on shell, the output on iopub: read until both the reply and
+            # iopub's "idle" have arrived.
+            while reply is None or not idle:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(
+                        f"no execute_reply within {timeout} s; output so far:\n{''.join(output)}"
+                    )
+                raw = await asyncio.wait_for(conn.read_message(), timeout=left)
+                assert raw is not None, f"the kernel websocket closed:\n{self.log_tail()}"
+                msg = json.loads(raw)
+                if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                    continue
+                kind = msg["header"]["msg_type"]
+                content = msg.get("content", {})
+                if kind == "execute_reply":
+                    reply = content
+                elif kind == "stream":
+                    output.append(content.get("text", ""))
+                elif kind == "error":
+                    errors.append("\n".join(content.get("traceback", [])) or str(content))
+                elif kind == "status" and content.get("execution_state") == "idle":
+                    idle = True
+        finally:
+            conn.close()
+        if reply.get("status") != "ok":
+            errors.append(f"execute_reply: {reply}")
+        return "".join(output), errors
+
+    def children(self) -> list[int]:
+        """Process ids of the server's child processes (engine workers, kernels ...)."""
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    stat = fh.read()
+            except OSError:
+                continue
+            # Field 4, after the parenthesised command (which may hold spaces).
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if self.proc is not None and ppid == self.proc.pid:
+                found.append(int(entry))
+        return found
+
+    def kill(self) -> None:
+        """SIGKILL the server process alone, as a crash would end it."""
+        import signal
+
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+
+    def stop(self) -> None:
+        """Shut the kernels and the server down (SIGTERM, then SIGKILL), and kill any kernel
+        still alive."""
+        import contextlib
+        import signal
+
+        if self.proc is not None and self.proc.poll() is None:
+            for session in self.sessions:
+                with contextlib.suppress(OSError):
+                    self.request("DELETE", f"/api/sessions/{session}", timeout=20)
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        for pid in self.kernel_pids:
+            if "ipykernel" in process_cmdline(pid):  # not a recycled pid
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        self.kernel_pids = []
+
+
+def process_cmdline(pid: int) -> str:
+    """The command line of a live process ("" when it is gone or a zombie)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""

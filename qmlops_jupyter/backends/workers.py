@@ -132,15 +132,32 @@ class WorkerHandle(JobHandle):
 
 
 def die_with_parent() -> None:
-    """Linux: a worker is killed when its host dies (even by SIGKILL), so a crashed engine
-    leaves no orphan simulation eating the CPU its successor needs."""
+    """A worker ends when its host dies (even by SIGKILL), so a crashed engine leaves no
+    orphan simulation eating the CPU its successor needs.
+
+    Two guards: Linux's parent-death signal, and a watchdog thread that sees the worker
+    re-parented (the parent-death signal follows the thread that started the worker, and is
+    lost when the host dies before it is set)."""
     import ctypes
+    import os
     import signal
     import sys
+    import threading
+    import time
 
+    parent = os.getppid()
     if sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL("libc.so.6", use_errno=True)
             libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         except OSError:
             pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    if parent == 1:  # already orphaned before we looked
+        os._exit(1)
+    threading.Thread(target=watch, name="qmlops-die-with-parent", daemon=True).start()

@@ -50,6 +50,7 @@ class Engine:
         vault: Any = None,
         tracking: Any = None,
         tracking_every: float = 1.0,
+        on_step: Callable[[], None] | None = None,
     ) -> None:
         self.ledger = ledger
         self.registry = registry
@@ -74,6 +75,9 @@ class Engine:
         #: None: this host leaves that to the clients.
         self.tracking = tracking
         self.tracking_every = tracking_every
+        #: Called (in a worker thread) after each step the engine takes on a job: a host that
+        #: reports changes (the server's event pump) looks at once instead of at its next poll.
+        self.on_step = on_step
         self._tracking_task: asyncio.Task[None] | None = None
         self.workers = workers or max(4, sum(self._limits().values()))
         self.last_tick: float | None = None
@@ -141,12 +145,14 @@ class Engine:
             # Let the backends' warm-up finish: its SDK imports cannot be interrupted, and an
             # executor shut down under them logs tracebacks.
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(warming), timeout=30)
+                await asyncio.wait_for(asyncio.shield(warming), timeout=2)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self._release_all)
         if self.driver.isolate_local:
-            for backend in self._local_backends():
-                backend.close()
+            # Every local backend this engine loaded (their worker pools), configured or not.
+            for backend in list(self.registry._instances.values()):
+                if backend.capabilities.local:
+                    backend.close()
         self._close_wake_socket(loop)
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
@@ -250,6 +256,11 @@ class Engine:
             )
         if more is None:
             self._held.discard(job.id)
+        if self.on_step is not None:
+            try:
+                self.on_step()
+            except Exception:
+                log.debug("on_step callback failed", exc_info=True)
 
     def _heartbeat(self) -> None:
         self.ledger.engine_heartbeat(self.holder, self.owner)
@@ -269,8 +280,13 @@ class Engine:
         self._heartbeat()  # frees dead local holders' leases (reap_dead_local_leases)
 
     def _local_backends(self) -> list[Any]:
+        """Local simulators configured in backends.yaml (the ones worth warming up: the others
+        start their worker pool on first use)."""
         found = []
+        configured = self.registry.backends_file.backends
         for name in self.registry.configured_names():
+            if name not in configured:
+                continue
             try:
                 backend = self.registry.get(name)
             except Exception:  # an SDK that is not installed: nothing to warm

@@ -81,8 +81,16 @@ class QmlopsApp(ExtensionApp):
         from ..client import Client
         from ..config import Settings
 
+        # Kernels this server starts inherit its environment: what is set here, they use too.
         if self.tracking_uri:
             os.environ["MLFLOW_TRACKING_URI"] = self.tracking_uri
+        for variable, value in (
+            ("QMLOPS_HOME", self.home),
+            ("QMLOPS_DATABASE_URL", self.database_url),
+            ("QMLOPS_OWNER", self.owner),
+        ):
+            if value:
+                os.environ[variable] = value
         overrides = {
             k: v
             for k, v in (
@@ -122,6 +130,10 @@ class QmlopsApp(ExtensionApp):
         settings = self.client.settings
         run_dir = settings.home / "run"
         run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for stale in run_dir.glob("server-*.token"):  # left by servers killed with SIGKILL
+            pid = stale.stem.removeprefix("server-")
+            if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+                stale.unlink(missing_ok=True)
         token_file = run_dir / f"server-{os.getpid()}.token"
         fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
@@ -149,6 +161,7 @@ class QmlopsApp(ExtensionApp):
                 wake_dir=self.client.settings.home / "run",
                 vault=self.client.vault,
                 tracking=tracking if tracking.config.enabled else None,
+                on_step=self.events.poke,
             )
             await self.engine.start()
         await self.events.start()

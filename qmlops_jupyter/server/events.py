@@ -34,8 +34,12 @@ class EventPump:
         self.last_poll: float | None = None
         self._task: asyncio.Task[None] | None = None
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._wake: asyncio.Event | None = None
+        self._event_loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
+        self._event_loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
         self.last_seq = await self.app.run(self._start_seq)
         self._task = asyncio.create_task(self._loop(), name="qmlops-events")
 
@@ -45,6 +49,13 @@ class EventPump:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+
+    def poke(self) -> None:
+        """Something changed (the engine took a step, a job was created): look now rather
+        than at the next poll. Safe to call from any thread."""
+        loop, wake = self._event_loop, self._wake
+        if loop is not None and wake is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(wake.set)
 
     async def wait_for_change(self, job_id: str, timeout: float) -> bool:
         """Until the job's next transition is seen (True) or ``timeout`` seconds (False)."""
@@ -123,7 +134,10 @@ class EventPump:
                     continue  # more to read now
             except Exception:  # the ledger may be briefly unreachable
                 self.app.log.warning("qmlops: reading job events failed", exc_info=True)
-            await asyncio.sleep(self.app.events_interval)
+            assert self._wake is not None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.app.events_interval)
+            self._wake.clear()
 
     def _dispatch(self, row: dict[str, Any]) -> None:
         self.app.metrics.observe_event(row)

@@ -113,9 +113,19 @@ class QmlopsHandler(ExtensionHandlerMixin, APIHandler):
             status_code = 400
         super().send_error(status_code, **kwargs)
 
+    @classmethod
+    def allowed_methods(cls) -> list[str]:
+        return [
+            m
+            for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
+            if getattr(cls, m.lower()) is not getattr(web.RequestHandler, m.lower())
+        ]
+
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         from ...vault.redaction import redact
 
+        if status_code == 405:
+            self.set_header("Allow", ", ".join(self.allowed_methods()))
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, QmlopsError):
             body = {"error": exc.code, "message": redact(str(exc))}

@@ -1,3 +1,35 @@
-"""(filled in below)"""
+"""``POST /qmlops/api/v1/estimate``: what a job would cost, as ``qmlops estimate --json``.
+The job's checks run (circuit text, qubits, shots); nothing is written."""
 
-ROUTES: list = []
+from __future__ import annotations
+
+from jupyter_server.auth.decorator import authorized
+from pydantic import BaseModel, ConfigDict, Field
+from tornado import web
+
+from .base import API, QmlopsHandler
+from .jobs import Circuits, WholeNumber
+
+
+class EstimateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    backend: str = Field(min_length=1, max_length=128)
+    circuits: Circuits
+    shots: WholeNumber = Field(ge=1)
+
+
+class EstimateHandler(QmlopsHandler):
+    auth_resource = "qmlops:budget"
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        request = self.body(EstimateRequest)
+        estimate = await self.run(
+            self.client.estimate, request.circuits, backend=request.backend, shots=request.shots
+        )
+        self.reply(estimate.model_dump(mode="json"))
+
+
+ROUTES = [(rf"/{API}/estimate", EstimateHandler)]

@@ -1,3 +1,213 @@
-"""(filled in below)"""
+"""``/qmlops/api/v1/jobs``: submit, list, show, wait for and cancel jobs.
 
-ROUTES: list = []
+A job's JSON is exactly ``qmlops show --json`` (``JobRecord``). A submission is recorded and
+left to this server's engine (woken at once through the core's wake socket), so a request never
+simulates in the server's event loop; ``?wait=S`` then follows the job through the event pump
+until it is finished or S seconds pass, and answers with the job as it stands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Annotated, Any
+
+from jupyter_server.auth.decorator import authorized
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from tornado import web
+
+from ...errors import InvalidRequest
+from ...models import JobRecord
+from ...states import JobState
+from .base import API, QmlopsHandler
+
+#: Longest ``?wait=`` a request may ask for, in seconds.
+MAX_WAIT = 300.0
+#: A wait re-reads the job at least this often, in case a transition raced the pump.
+RECHECK = 0.5
+#: Seeds the simulators accept (NumPy's range).
+MAX_SEED = 2**32 - 1
+
+
+def _whole(value: Any) -> Any:
+    """JSON has one number type: 1000.0 is the whole number 1000 (as JSON Schema's integer
+    says), while true, "1000" and 1000.5 stay wrong."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+#: An integer field of a request body (models are strict: no strings or booleans for numbers).
+WholeNumber = Annotated[int, BeforeValidator(_whole)]
+#: OpenQASM 2 or 3 text, one per circuit.
+Circuits = Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
+
+
+class JobRequest(BaseModel):
+    """The body of ``POST /jobs``: what ``qmlops submit`` takes, circuits as OpenQASM text."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    backend: str = Field(min_length=1, max_length=128)
+    circuits: Circuits
+    shots: WholeNumber = Field(ge=1)
+    name: str | None = Field(default=None, max_length=256)
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=256)
+    credential: str | None = Field(default=None, min_length=1, max_length=64)
+    tags: dict[str, str] | None = None
+    seed: WholeNumber | None = Field(default=None, ge=0, le=MAX_SEED)
+    observables: list[str] | None = None
+    job_timeout: float | None = Field(default=None, gt=0, le=30 * 86400)
+    #: Where the job came from, as the caller knows it (a kernel: its notebook, git state,
+    #: tracked run); without it, the server records its own view.
+    lineage: dict[str, Any] | None = None
+
+
+def _lineage(given: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A caller's lineage, kept to plain JSON and redacted (it is the caller's own account of
+    itself, stored with the job and logged to MLflow)."""
+    if given is None:
+        return None
+    from ...tracking.lineage import _clean
+
+    return _clean(given)
+
+
+def job_json(record: JobRecord) -> dict[str, Any]:
+    return record.model_dump(mode="json")
+
+
+def given(handler: QmlopsHandler, *names: str) -> None:
+    """Refuse ``?name=`` given empty for parameters whose empty value means nothing (a number,
+    a flag, a state): a mistake, not a default."""
+    for name in names:
+        if handler.get_query_argument(name, None) == "":
+            raise InvalidRequest(f"{name} is empty")
+
+
+def wait_seconds(handler: QmlopsHandler) -> float | None:
+    """``?wait=S`` as seconds (0 < S <= 300), or None when not asked."""
+    given(handler, "wait")
+    raw = handler.query("wait")
+    if raw is None:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise InvalidRequest(f"wait must be a number of seconds, not {raw!r}") from None
+    if not (math.isfinite(seconds) and 0 < seconds <= MAX_WAIT):
+        raise InvalidRequest(f"wait must be more than 0 and at most {MAX_WAIT:g} seconds")
+    return seconds
+
+
+def flag(handler: QmlopsHandler, name: str) -> bool:
+    given(handler, name)
+    raw = (handler.query(name) or "false").lower()
+    if raw not in ("true", "false", "1", "0"):
+        raise InvalidRequest(f"{name} must be true or false, not {raw!r}")
+    return raw in ("true", "1")
+
+
+async def follow(handler: QmlopsHandler, record: JobRecord, seconds: float) -> JobRecord:
+    """The job once it is finished (or needs attention), or as it is after ``seconds``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    ledger = handler.client.ledger
+    while not (record.terminal or record.state is JobState.NEEDS_ATTENTION):
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            break
+        await handler.app.events.wait_for_change(record.id, min(remaining, RECHECK))
+        record = await handler.run(ledger.get_job, record.id)
+    return record
+
+
+class JobsHandler(QmlopsHandler):
+    auth_resource = "qmlops:jobs"
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        given(self, "state", "limit")
+        client = self.client
+        limit = self.int_query("limit", 50, 1, 1000)
+        page = await self.run(
+            client.ledger.list_jobs,
+            client.owner,
+            state=self.query("state"),
+            backend=self.query("backend"),
+            limit=limit,
+            cursor=self.query("cursor"),
+        )
+        self.reply({"jobs": [job_json(r) for r in page.jobs], "next": page.next})
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        wait = wait_seconds(self)
+        request = self.body(JobRequest)
+        ledger = self.client.ledger
+        asked_at = ledger.clock()
+        caller_lineage = (
+            {"lineage": _lineage(request.lineage)} if "lineage" in request.model_fields_set else {}
+        )
+        job = await self.run(
+            self.client.submit,
+            request.circuits,
+            backend=request.backend,
+            shots=request.shots,
+            name=request.name,
+            idempotency_key=request.idempotency_key,
+            wait=False,
+            seed=request.seed,
+            tags=request.tags,
+            observables=request.observables,
+            credential=request.credential,
+            job_timeout=request.job_timeout,
+            **caller_lineage,
+        )
+        self.app.events.poke()
+        record = job.record
+        # An idempotency key seen before answers with the job made then: 200, not 201.
+        created = record.created_at >= asked_at
+        if wait is not None:
+            record = await follow(self, record, wait)
+        self.reply(job_json(record), 201 if created else 200)
+
+
+class JobHandler(QmlopsHandler):
+    auth_resource = "qmlops:jobs"
+
+    @web.authenticated
+    @authorized
+    async def get(self, job_id: str) -> None:
+        wait = wait_seconds(self)
+        with_events, with_qasm = flag(self, "events"), flag(self, "qasm")
+        client = self.client
+        record = await self.run(client.ledger.get_job, job_id, client.owner)
+        if wait is not None:
+            record = await follow(self, record, wait)
+        data = job_json(record)
+        if with_events:
+            events = await self.run(client.ledger.events, record.id)
+            data["events"] = [e.model_dump(mode="json") for e in events]
+        if with_qasm:
+            data["qasm3"] = await self.run(client.ledger.circuit_qasm3, record.id)
+        self.reply(data)
+
+
+class CancelHandler(QmlopsHandler):
+    auth_resource = "qmlops:jobs"
+
+    @web.authenticated
+    @authorized
+    async def post(self, job_id: str) -> None:
+        record = await self.run(self.client.cancel, job_id)
+        self.reply(job_json(record))
+
+
+ROUTES = [
+    (rf"/{API}/jobs", JobsHandler),
+    (rf"/{API}/jobs/(?P<job_id>[^/]+)", JobHandler),
+    (rf"/{API}/jobs/(?P<job_id>[^/]+)/cancel", CancelHandler),
+]
