@@ -12,6 +12,7 @@ import asyncio
 import os
 import secrets
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -105,9 +106,7 @@ class QmlopsApp(ExtensionApp):
         self.engine: Any = None
         self.kernel_token = secrets.token_urlsafe(32)
         #: Ledger changes from this moment on are emitted as events (see EventPump).
-        from ..ledger.orm import utcnow
-
-        self.started_at = utcnow()
+        self.started_at = datetime.now(UTC)
         self._tasks: list[asyncio.Task[Any]] = []
         from .events import EventPump, register_schemas
         from .metrics import Metrics

@@ -14,8 +14,6 @@ import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
-
 if TYPE_CHECKING:
     from .app import QmlopsApp
 
@@ -80,6 +78,8 @@ class EventPump:
         """The last event recorded before this server started: changes made after it (even
         in the moments before the pump runs, while the server already answers requests) are
         all emitted."""
+        from sqlalchemy import func, select
+
         from ..ledger.store import events
 
         started = self.app.started_at
@@ -98,6 +98,8 @@ class EventPump:
         return newest - len(recent) if recent else newest
 
     def _read(self, after: int) -> list[dict[str, Any]]:
+        from sqlalchemy import select
+
         from ..ledger.store import events, jobs
 
         query = (

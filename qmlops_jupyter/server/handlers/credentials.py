@@ -15,7 +15,6 @@ from pydantic import BaseModel, ConfigDict
 from tornado import web
 
 from ...errors import BackendUnavailable, CredentialNotFound, InvalidRequest, ProviderError
-from ...vault import PROVIDERS
 from .base import API, QmlopsHandler
 
 
@@ -47,6 +46,8 @@ class CredentialHandler(QmlopsHandler):
     @authorized
     async def put(self, alias: str) -> None:
         request = self.body(CredentialRequest)
+        from ...vault import PROVIDERS  # the vault loads the ledger's tables: on first use
+
         if request.provider not in PROVIDERS:
             raise InvalidRequest(
                 f"unknown provider {request.provider!r}; known providers: "
