@@ -16,6 +16,10 @@ Benchmarks (``--only`` names):
 4. ``import``   ``python -c "import qmlops_jupyter"``, net of ``python -c pass``  <= 150 ms
 5. ``tracking`` 100 Bell jobs per variant; per-job cost of MLflow lineage, batched in a
                 ``track()`` run (and added to submit), vs tracking off          <= 10 ms
+6. ``server``   a real ``jupyter server`` with the extension: a Bell job over REST, added
+                over raw Aer (p50 <= 15 ms); job transition to websocket event (p95 <= 250 ms);
+                start-up with / without the extension (<= 1.10x); GET /jobs with 50
+                concurrent clients on the 100,000-job ledgers (reported)
 
 Every run uses a fresh temporary ``QMLOPS_HOME`` (and ignores ``QMLOPS_DATABASE_URL`` and
 ``QMLOPS_BACKENDS_FILE``), so it never touches your own ledger. The table goes to stdout,
@@ -58,7 +62,7 @@ from benchlib import (
     wait_until_idle,
 )
 
-ORDER = ["import", "batch", "latency", "ledger-sqlite", "ledger-postgres", "tracking"]
+ORDER = ["import", "batch", "latency", "ledger-sqlite", "ledger-postgres", "tracking", "server"]
 ALIASES = {"ledger": ["ledger-sqlite", "ledger-postgres"], "all": ORDER, "throughput": ["batch"]}
 
 
@@ -72,13 +76,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--only",
         default="all",
         help="comma-separated: batch, latency, ledger (= ledger-sqlite,"
-        "ledger-postgres), import, tracking; default all",
+        "ledger-postgres), import, tracking, server; default all",
     )
     parser.add_argument(
         "--quick",
         action="store_true",
         help="small sizes for a smoke run (100 circuits x 3, 30 jobs, 5,000-job ledger, 5 imports,"
-        " 20 tracked jobs)",
+        " 20 tracked jobs, 20 REST jobs, 2 server starts each way, 4 requests per client)",
     )
     parser.add_argument("--circuits", type=int, default=1000, help="batch: circuits per job")
     parser.add_argument(
@@ -92,6 +96,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tracking-jobs", type=int, default=100, help="tracking: jobs per variant")
     parser.add_argument(
         "--ledger-reps", type=int, default=30, help="ledger: timed calls of each page"
+    )
+    parser.add_argument(
+        "--server-jobs", type=int, default=100, help="server: sequential Bell jobs over REST"
+    )
+    parser.add_argument(
+        "--server-starts",
+        type=int,
+        default=5,
+        help="server: timed starts with and without the extension (each)",
+    )
+    parser.add_argument(
+        "--server-clients", type=int, default=50, help="server: concurrent clients of GET /jobs"
+    )
+    parser.add_argument(
+        "--server-requests", type=int, default=10, help="server: GET /jobs requests per client"
     )
     parser.add_argument(
         "--import-runs", type=int, default=11, help="import: interpreter starts of each kind"
@@ -233,6 +252,10 @@ def run_here(name: str, args: argparse.Namespace) -> BenchResult:
         import bench_tracking
 
         return bench_tracking.run(args)
+    if name == "server":
+        import bench_server
+
+        return bench_server.run(args)
     import bench_ledger
 
     return bench_ledger.run(args, name.split("-", 1)[1])
