@@ -19,11 +19,13 @@ import getpass
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ConfigError, one_line
+
+M = TypeVar("M", bound=BaseModel)
 
 DEFAULT_BACKENDS_YAML = """\
 # Backends qmlops_jupyter may use, and their limits. Checked before anything is submitted.
@@ -81,6 +83,14 @@ def load_backends_file(path: Path) -> BackendsFile:
 
     if not path.exists():
         return BackendsFile.model_validate(yaml.safe_load(DEFAULT_BACKENDS_YAML))
+    return _load_yaml(path, BackendsFile, "a mapping with a 'backends' key")
+
+
+def _load_yaml(path: Path, model: type[M], expected: str) -> M:
+    """A YAML settings file checked against ``model``: every problem is a one-line
+    ConfigError naming the file and the offending key."""
+    import yaml
+
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
@@ -88,9 +98,9 @@ def load_backends_file(path: Path) -> BackendsFile:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping with a 'backends' key")
+        raise ConfigError(f"{path}: expected {expected}")
     try:
-        return BackendsFile.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
@@ -122,24 +132,9 @@ class ConfigFile(BaseModel):
 
 def load_config_file(path: Path) -> ConfigFile:
     """Read and check ``config.yaml``; a missing file means the defaults."""
-    import yaml
-
     if not path.exists():
         return ConfigFile()
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid YAML: {one_line(exc)}") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping (for example a 'tracking' key)")
-    try:
-        return ConfigFile.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{path}: {where}: {first['msg']}") from None
+    return _load_yaml(path, ConfigFile, "a mapping (for example a 'tracking' key)")
 
 
 def default_home() -> Path:

@@ -17,19 +17,11 @@ with ``MlflowClient`` and the jobs from the ledger.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -281,159 +273,6 @@ def test_papermill_run_is_logged_under_the_source_notebook_with_its_parameters(
 # -- a Jupyter server --------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class _Server:
-    """A ``jupyter server`` process on 127.0.0.1, spoken to through its REST API."""
-
-    def __init__(self, root: Path, log_path: Path) -> None:
-        self.port = _free_port()
-        self.token = uuid.uuid4().hex
-        self.log_path = log_path
-        self.base = f"http://127.0.0.1:{self.port}"
-        cmd = [
-            str(_tool("jupyter-server")),
-            "--no-browser",
-            "--ServerApp.ip=127.0.0.1",
-            f"--ServerApp.port={self.port}",
-            "--ServerApp.port_retries=0",
-            f"--ServerApp.root_dir={root}",
-            f"--IdentityProvider.token={self.token}",
-        ]
-        if os.geteuid() == 0:
-            cmd.append("--allow-root")
-        self._log = open(log_path, "wb")  # noqa: SIM115 (closed in stop())
-        self.proc = subprocess.Popen(cmd, cwd=root, stdout=self._log, stderr=subprocess.STDOUT)
-        self.sessions: list[str] = []
-
-    def log_tail(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
-
-    def request(self, method: str, path: str, body: Any = None, timeout: float = 60) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(
-            self.base + path,
-            data=data,
-            method=method,
-            headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            raw = resp.read()
-        return json.loads(raw) if raw else None
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        def ready() -> bool:
-            if self.proc.poll() is not None:
-                raise AssertionError(
-                    f"jupyter server exited {self.proc.returncode}:\n{self.log_tail()}"
-                )
-            try:
-                self.request("GET", "/api/status", timeout=2)
-                return True
-            except (OSError, urllib.error.URLError):
-                return False
-
-        qmlops_testing.wait_for(ready, timeout, "jupyter server to answer /api/status")
-
-    def start_session(self, path: str, kernel: str) -> str:
-        """A session as JupyterLab opens a notebook: the kernel id."""
-        model = self.request(
-            "POST",
-            "/api/sessions",
-            {"path": path, "name": path, "type": "notebook", "kernel": {"name": kernel}},
-        )
-        self.sessions.append(model["id"])
-        return model["kernel"]["id"]
-
-    def stop(self) -> None:
-        try:
-            if self.proc.poll() is None:
-                for session in self.sessions:  # shut the kernels down with the server's help
-                    with contextlib.suppress(OSError, urllib.error.URLError):
-                        self.request("DELETE", f"/api/sessions/{session}", timeout=20)
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait(timeout=10)
-        finally:
-            self._log.close()
-
-    def execute(self, kernel_id: str, code: str, timeout: float = 120) -> tuple[str, list[str]]:
-        """Run ``code`` in the kernel through its websocket (message protocol v5): the stream
-        output and the errors (tracebacks) of that execution."""
-        return asyncio.run(self._execute(kernel_id, code, timeout))
-
-    async def _execute(self, kernel_id: str, code: str, timeout: float) -> tuple[str, list[str]]:
-        from tornado.websocket import websocket_connect
-
-        url = f"ws://127.0.0.1:{self.port}/api/kernels/{kernel_id}/channels?token={self.token}"
-        conn = await asyncio.wait_for(websocket_connect(url), timeout=30)
-        msg_id = uuid.uuid4().hex
-        message = {
-            "header": {
-                "msg_id": msg_id,
-                "username": "qmlops-tests",
-                "session": uuid.uuid4().hex,
-                "msg_type": "execute_request",
-                "version": "5.3",
-                "date": datetime.now(UTC).isoformat(),
-            },
-            "parent_header": {},
-            "metadata": {},
-            "content": {
-                "code": code,
-                "silent": False,
-                "store_history": True,
-                "user_expressions": {},
-                "allow_stdin": False,
-                "stop_on_error": True,
-            },
-            "channel": "shell",
-        }
-        await conn.write_message(json.dumps(message))
-        output: list[str] = []
-        errors: list[str] = []
-        reply: dict[str, Any] | None = None
-        idle = False
-        deadline = time.monotonic() + timeout
-        try:
-            # The reply comes on shell, the output on iopub; both channels share the socket but
-            # not an order, so read until the reply and iopub's "idle" have both arrived.
-            while reply is None or not idle:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(
-                        f"no execute_reply within {timeout} s; output so far:\n{''.join(output)}"
-                        f"\n--- server log ---\n{self.log_tail()}"
-                    )
-                raw = await asyncio.wait_for(conn.read_message(), timeout=left)
-                assert raw is not None, f"the kernel websocket closed:\n{self.log_tail()}"
-                msg = json.loads(raw)
-                if msg.get("parent_header", {}).get("msg_id") != msg_id:
-                    continue
-                kind = msg["header"]["msg_type"]
-                content = msg.get("content", {})
-                if kind == "execute_reply":
-                    reply = content
-                elif kind == "stream":
-                    output.append(content.get("text", ""))
-                elif kind == "error":
-                    errors.append("\n".join(content.get("traceback", [])) or str(content))
-                elif kind == "status" and content.get("execution_state") == "idle":
-                    idle = True
-        finally:
-            conn.close()
-        if reply.get("status") != "ok":
-            errors.append(f"execute_reply: {reply}")
-        return "".join(output), errors
-
-
 @pytest.mark.slow
 def test_jupyter_server_kernel_is_logged_under_the_notebook_and_its_git_state(
     repo: Path, tracking: Path, tmp_path: Path, venv_kernel: str
@@ -447,9 +286,10 @@ def test_jupyter_server_kernel_is_logged_under_the_notebook_and_its_git_state(
     from qmlops_jupyter.tracking.lineage import GIT_CACHE_SECONDS
 
     code = PARAMETERS_SOURCE + JOB_SOURCE
-    server = _Server(repo, tmp_path / "jupyter-server.log")
+    # The shared helper; the environment is this test's (tracking on, the venv's kernel).
+    server = qmlops_testing.JupyterServer(repo, dict(os.environ), tmp_path / "jupyter-server.log")
     try:
-        server.wait_ready()
+        server.start()
         kernel_id = server.start_session(NOTEBOOK, venv_kernel)
 
         output, errors = server.execute(kernel_id, code)
