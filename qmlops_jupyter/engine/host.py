@@ -221,12 +221,13 @@ class Engine:
     # -- work done in worker threads -----------------------------------------------------------
 
     def _limits(self) -> dict[str, int]:
-        limits: dict[str, int] = {}
-        for name in self.registry.configured_names():
-            config = self.registry.backends_file.backends.get(name)
-            if config is not None:
-                limits[name] = config.max_concurrent_jobs
-        return limits
+        """Concurrency limits: the backends with an entry in backends.yaml (others have none).
+        Read from the file's model, not from the registry's listing, which scans every
+        installed package's entry points: this runs on every claim."""
+        return {
+            name: config.max_concurrent_jobs
+            for name, config in self.registry.backends_file.backends.items()
+        }
 
     def _claim(self, limit: int) -> list[JobRecord]:
         limits = self._limits()
