@@ -24,7 +24,9 @@ run: venv
 	@$(BIN)/qmlops backends
 	$(BIN)/jupyter lab --ip=127.0.0.1 --port=$(PORT) --no-browser $(ROOT_FLAG)
 
+# Programs the tests run for real (Prometheus) come from Debian's packages when missing.
 test: venv
+	@scripts/system-packages.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: venv

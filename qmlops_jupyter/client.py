@@ -207,7 +207,7 @@ class Client:
             estimated_cost_usd=estimate.usd,
             lineage=lineage,
         )
-        job = Job(self, record)
+        job = Job(self, record, created=created)
         if not created:
             if wait:
                 job.wait(wait_timeout)
@@ -216,9 +216,13 @@ class Client:
             active.note_submitted(job, time.perf_counter() - started)
             started = time.perf_counter()
         if wait:
-            job._record = self._wait(
-                record, wait_timeout, circuits=prepared.circuits, leased=run_here
-            )
+            try:
+                job._record = self._wait(
+                    record, wait_timeout, circuits=prepared.circuits, leased=run_here
+                )
+            except WaitTimeout as exc:
+                exc.job = job
+                raise
             if active.anything_open():
                 active.note_waited(time.perf_counter() - started)
             if lineage is not None and job._record.state is JobState.COMPLETED:
@@ -344,10 +348,11 @@ class Client:
                 claimed = [record] if fresh else self._claim_here(record, backend)
                 if claimed:
                     job = claimed[0]
-                    # Aer holds the GIL while it simulates: a wait with a deadline, or a big
-                    # job, runs in a worker process so this one stays responsive (and keeps
-                    # its lease); small jobs run right here, as fast as Aer itself.
-                    isolate = deadline is not None or backend.prefers_isolation(job.circuits)
+                    # Aer holds the GIL while it simulates: a big job runs in a worker
+                    # process so this one stays responsive (keeps its lease, can stop at the
+                    # deadline); small jobs (a fraction of a second at most) run right here,
+                    # as fast as Aer itself.
+                    isolate = backend.prefers_isolation(job.circuits)
                     delay = self.driver.advance(
                         job, circuits=circuits, deadline=deadline, isolate=isolate, fresh=fresh
                     )
@@ -428,9 +433,11 @@ class Job:
     """A handle on one job in the ledger. Cheap to create; every property reads fresh state
     except :attr:`record`'s cached copy."""
 
-    def __init__(self, client: Client, record: JobRecord) -> None:
+    def __init__(self, client: Client, record: JobRecord, *, created: bool = True) -> None:
         self._client = client
         self._record = record
+        #: False when ``submit`` returned a job made earlier with the same idempotency key.
+        self.created = created
 
     @property
     def id(self) -> str:
@@ -460,7 +467,11 @@ class Job:
 
     def wait(self, timeout: float | None = None) -> Job:
         """Block until the job ends; raise WaitTimeout when ``timeout`` seconds pass first."""
-        self._record = self._client._timed_wait(self.refresh(), timeout)
+        try:
+            self._record = self._client._timed_wait(self.refresh(), timeout)
+        except WaitTimeout as exc:
+            exc.job = self
+            raise
         return self
 
     @property

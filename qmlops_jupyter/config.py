@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ConfigError, one_line
+from .paths import resolve_home
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -137,12 +138,6 @@ def load_config_file(path: Path) -> ConfigFile:
     return _load_yaml(path, ConfigFile, "a mapping (for example a 'tracking' key)")
 
 
-def default_home() -> Path:
-    from jupyter_core.paths import jupyter_data_dir
-
-    return Path(jupyter_data_dir()) / "qmlops"
-
-
 @dataclass(frozen=True)
 class Settings:
     """Resolved settings of one process. Build with :meth:`from_env`."""
@@ -157,8 +152,7 @@ class Settings:
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
         env = os.environ
-        home = Path(overrides.pop("home", None) or env.get("QMLOPS_HOME") or default_home())
-        home = home.expanduser().resolve()
+        home = resolve_home(overrides.pop("home", None))
         url = overrides.pop("database_url", None) or env.get("QMLOPS_DATABASE_URL")
         if not url:
             url = f"sqlite:///{home / 'ledger.sqlite'}"

@@ -7,6 +7,8 @@ secret.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 def one_line(text: object) -> str:
     """Collapse any message (provider or parser output) to a single line."""
@@ -98,11 +100,14 @@ class MissingBackendDependency(BackendUnavailable):
 
 
 class WaitTimeout(QmlopsError):
-    """Waiting for a job ran out of time; the job itself goes on."""
+    """Waiting for a job ran out of time; the job itself goes on (``.job``, when the wait was
+    on a :class:`~qmlops_jupyter.client.Job`)."""
 
     http_status = 408
     exit_code = 7
     code = "wait_timeout"
+    #: The job that is still going, where there is one.
+    job: Any = None
 
 
 class BudgetExceeded(QmlopsError):
@@ -180,6 +185,15 @@ class CredentialNotFound(QmlopsError):
     http_status = 404
     exit_code = 3
     code = "credential_not_found"
+
+
+class NotReady(QmlopsError):
+    """The server extension has not finished starting (or could not start: the reason says
+    why); the request can be retried."""
+
+    http_status = 503
+    exit_code = 5
+    code = "not_ready"
 
 
 # --- Tracking. -----------------------------------------------------------------------------------

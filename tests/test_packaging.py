@@ -59,6 +59,24 @@ def test_import_is_light() -> None:
     assert not heavy & {m.split(".")[0] for m in loaded}
 
 
+def test_loading_the_server_extension_leaves_the_heavy_imports_for_later() -> None:
+    """What the extension runs before the server listens (its app module, the handlers'
+    routes, the event pump and metrics, the home folder) loads neither pydantic nor SQLAlchemy
+    nor an SDK: the client and the request models are built by the start hook, after the
+    server listens (start-up, benchmark 6c)."""
+    loaded = modules_after(
+        "from qmlops_jupyter.server.app import QmlopsApp\n"
+        "from qmlops_jupyter.server.handlers import routes\n"
+        "assert len(routes()) >= 10\n"
+        "import qmlops_jupyter.server.events, qmlops_jupyter.server.metrics\n"
+        "from qmlops_jupyter.paths import resolve_home\n"
+        "resolve_home()"
+    )
+    top = {m.split(".")[0] for m in loaded}
+    assert not {"pydantic", "pydantic_core", "sqlalchemy", "qiskit", "mlflow"} & top
+    assert "tornado" in top  # the handlers were really imported
+
+
 def test_core_never_imports_tornado_or_jupyter_server() -> None:
     imports = "; ".join(f"import qmlops_jupyter.{m}" for m in CORE)
     loaded = {m.split(".")[0] for m in modules_after(imports + "; import qmlops_jupyter.cli")}

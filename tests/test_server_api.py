@@ -85,10 +85,20 @@ def qmlops_home(
 
 
 @pytest.fixture
-def jp_server_config(qmlops_home: Path, run_engine: bool, tracking_uri: str | None) -> Config:
+def database_url() -> str | None:
+    """The ledger's URL (None: SQLite in the home)."""
+    return None
+
+
+@pytest.fixture
+def jp_server_config(
+    qmlops_home: Path, run_engine: bool, tracking_uri: str | None, database_url: str | None
+) -> Config:
     qmlops: dict[str, Any] = {"home": str(qmlops_home), "run_engine": run_engine}
     if tracking_uri:
         qmlops["tracking_uri"] = tracking_uri
+    if database_url:
+        qmlops["database_url"] = database_url
     return Config(
         {
             "ServerApp": {"jpserver_extensions": {"qmlops_jupyter": True}},
@@ -249,9 +259,7 @@ def test_the_spec_schemas_have_the_fields_of_the_models() -> None:
     from qmlops_jupyter.cost.budgets import BudgetLimit, BudgetStatus
     from qmlops_jupyter.cost.estimate import Estimate
     from qmlops_jupyter.models import BackendInfo, CircuitInfo, JobEvent, JobRecord, JobResult
-    from qmlops_jupyter.server.handlers.budget import BudgetRequest
-    from qmlops_jupyter.server.handlers.estimate import EstimateRequest
-    from qmlops_jupyter.server.handlers.jobs import JobRequest
+    from qmlops_jupyter.server.handlers.models import BudgetRequest, EstimateRequest, JobRequest
     from qmlops_jupyter.vault import CredentialInfo
 
     schemas = Spec().doc["components"]["schemas"]
@@ -293,6 +301,43 @@ async def test_openapi_and_health(api: Api) -> None:
         assert reply.status == 503 and asyncio.get_running_loop().time() < deadline, reply.text
         await asyncio.sleep(0.1)
     assert reply.data["ok"] and reply.data["engine"]["hosted"] and reply.data["ledger"]["ok"]
+
+
+async def test_requests_wait_for_the_start_hook_and_health_says_starting(
+    jp_serverapp: Any, jp_fetch: Any
+) -> None:
+    """The extension builds its client after the server listens: until then /health answers
+    503 "starting" at once, and other requests wait for the client instead of failing."""
+    api = Api(jp_fetch, Spec())
+    app = qmlops_app(jp_serverapp)
+    assert app.client is None
+    starting = await api("GET", "/health", status=503)
+    assert starting.data["starting"] is True and starting.data["ok"] is False
+    listing = asyncio.ensure_future(api("GET", "/jobs"))
+    await asyncio.sleep(0.3)
+    assert not listing.done()  # waiting for the start hook
+    await jp_serverapp.extension_manager.start_all_extensions()
+    assert (await asyncio.wait_for(listing, 60)).status == 200
+    reply = await api("GET", "/health")
+    assert "starting" not in (reply.data or {}), reply.text
+    await app.stop_extension()
+
+
+@pytest.mark.parametrize("database_url", ["postgresql://nobody@127.0.0.1:9/nothing"])
+async def test_a_ledger_that_cannot_open_is_503_not_ready(
+    jp_serverapp: Any, jp_fetch: Any, database_url: str
+) -> None:
+    """A start hook that fails (the ledger's database is unreachable) leaves the server up and
+    every qmlops route answering 503 with the reason on one line, never a 500."""
+    api = Api(jp_fetch, Spec())
+    await jp_serverapp.extension_manager.start_all_extensions()  # logs the failure, goes on
+    message = await error(api, "GET", "/jobs", None, 503, "not_ready")
+    assert message.startswith("the qmlops extension could not start:"), message
+    assert "127.0.0.1" in message or "connect" in message.lower(), message
+    await error(api, "POST", "/jobs", bell_job(), 503, "not_ready")
+    health = await api("GET", "/health", status=503)
+    assert health.data["starting"] is False and health.data["ledger"]["error"]
+    assert (await api("GET", "/openapi.json")).status == 200
 
 
 # -- jobs ------------------------------------------------------------------------------------

@@ -61,6 +61,8 @@ class Engine:
         self.wake_dir = wake_dir
         # Local simulators run in worker processes: a long Aer run holds the GIL, and would
         # otherwise stop this host's heartbeat, lease renewals and (in a server) everything.
+        # Small jobs (the backend's prefers_isolation says no) run in the engine's thread: the
+        # trip to a worker process would cost more than the run.
         self.driver = Driver(
             ledger,
             registry,
@@ -242,7 +244,7 @@ class Engine:
     def _advance(self, job: JobRecord) -> None:
         self._held.add(job.id)
         try:
-            more = self.driver.advance(job)
+            more = self.driver.advance(job, isolate=self._isolate(job))
         except Exception as exc:  # a bug or an unexpected SDK error must not kill the host
             log.exception(
                 "advancing job %s failed", job.id, extra={"job_id": job.id, "backend": job.backend}
@@ -262,6 +264,19 @@ class Engine:
                 self.on_step()
             except Exception:
                 log.debug("on_step callback failed", exc_info=True)
+
+    def _isolate(self, job: JobRecord) -> bool | None:
+        """False for a small job on a local simulator (run it in this thread); None leaves the
+        driver's default (a worker process for local runs, when the engine isolates them)."""
+        if not self.driver.isolate_local:
+            return None
+        try:
+            backend = self.registry.get(job.backend)
+        except Exception:  # the driver reports an unknown or broken backend on the job
+            return None
+        if backend.capabilities.local and not backend.prefers_isolation(job.circuits):
+            return False
+        return None
 
     def _heartbeat(self) -> None:
         self.ledger.engine_heartbeat(self.holder, self.owner)

@@ -79,9 +79,8 @@ class QmlopsApp(ExtensionApp):
     # -- set up ------------------------------------------------------------------------------------
 
     def initialize_settings(self) -> None:
-        from ..client import Client
-        from ..config import Settings
-
+        # Only what the server needs before it listens; the client, its ledger and everything
+        # built on pydantic and SQLAlchemy come in the start hook, after it listens.
         # Kernels this server starts inherit its environment: what is set here, they use too.
         if self.tracking_uri:
             os.environ["MLFLOW_TRACKING_URI"] = self.tracking_uri
@@ -92,16 +91,11 @@ class QmlopsApp(ExtensionApp):
         ):
             if value:
                 os.environ[variable] = value
-        overrides = {
-            k: v
-            for k, v in (
-                ("home", self.home),
-                ("database_url", self.database_url),
-                ("owner", self.owner),
-            )
-            if v
-        }
-        self.client = Client(Settings.from_env(**overrides), lease_ttl=self.lease_ttl)
+        #: The core client (ledger, backends, vault, tracking); set by the start hook. Handlers
+        #: wait for :meth:`ready` before they use it.
+        self.client: Any = None
+        self._ready = asyncio.Event()
+        self._start_error: str | None = None
         self.executor = ThreadPoolExecutor(self.workers, thread_name_prefix="qmlops-api")
         self.engine: Any = None
         self.kernel_token = secrets.token_urlsafe(32)
@@ -126,8 +120,9 @@ class QmlopsApp(ExtensionApp):
         """Kernels inherit this process's environment: put the API's URL there, and the path of
         a file (readable by this user only) holding a token that opens the qmlops API and
         nothing else. The token itself never enters a kernel's environment."""
-        settings = self.client.settings
-        run_dir = settings.home / "run"
+        from ..paths import resolve_home
+
+        run_dir = resolve_home(self.home) / "run"
         run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         for stale in run_dir.glob("server-*.token"):  # left by servers killed with SIGKILL
             pid = stale.stem.removeprefix("server-")
@@ -145,8 +140,16 @@ class QmlopsApp(ExtensionApp):
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         loop = asyncio.get_running_loop()
-        # Open (and migrate) the ledger off the event loop.
-        await loop.run_in_executor(self.executor, lambda: self.client.ledger)
+        try:
+            # The client, and the ledger opened (and migrated), off the event loop.
+            self.client = await loop.run_in_executor(self.executor, self._open_client)
+        except Exception as exc:
+            from ..errors import one_line
+
+            self._start_error = one_line(exc)
+            raise
+        finally:
+            self._ready.set()
         if self.run_engine:
             from ..engine import Engine
 
@@ -172,6 +175,38 @@ class QmlopsApp(ExtensionApp):
             "on" if self.engine else "off",
         )
 
+    def _open_client(self) -> Any:
+        from ..client import Client
+        from ..config import Settings
+        from .handlers import models  # noqa: F401 - the request models, built before requests
+
+        overrides = {
+            k: v
+            for k, v in (
+                ("home", self.home),
+                ("database_url", self.database_url),
+                ("owner", self.owner),
+            )
+            if v
+        }
+        client = Client(Settings.from_env(**overrides), lease_ttl=self.lease_ttl)
+        try:
+            client.ledger  # noqa: B018 - opens and migrates the ledger
+        except BaseException:
+            client.close()
+            raise
+        return client
+
+    async def ready(self) -> Any:
+        """The client, once the start hook has built it; NotReady (503) if it failed."""
+        if self.client is None:
+            await self._ready.wait()
+        if self.client is None:
+            from ..errors import NotReady
+
+            raise NotReady(f"the qmlops extension could not start: {self._start_error}")
+        return self.client
+
     async def stop_extension(self) -> None:
         await self.metrics.stop()
         await self.events.stop()
@@ -181,7 +216,8 @@ class QmlopsApp(ExtensionApp):
         token_file = getattr(self, "_token_file", None)
         if token_file is not None:
             Path(token_file).unlink(missing_ok=True)
-        self.client.close()
+        if self.client is not None:
+            self.client.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
     # -- helpers for handlers ---------------------------------------------------------------------

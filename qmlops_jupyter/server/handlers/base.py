@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import hmac
 import json
-from typing import Any, TypeVar
+import sys
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
-from pydantic import BaseModel, ValidationError
 from tornado import web
 
 from ...errors import InvalidRequest, QmlopsError
 from ..app import KERNEL_TOKEN_HEADER
 
-M = TypeVar("M", bound=BaseModel)
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+M = TypeVar("M", bound="BaseModel")
 
 #: REST base, under the server's base_url.
 API = "qmlops/api/v1"
@@ -31,6 +34,8 @@ class QmlopsHandler(ExtensionHandlerMixin, APIHandler):
     each method with ``@web.authenticated`` and ``@authorized``."""
 
     auth_resource = "qmlops"
+    #: Whether requests wait for the extension's client (built by its start hook).
+    needs_client = True
 
     @property
     def app(self) -> Any:
@@ -52,6 +57,10 @@ class QmlopsHandler(ExtensionHandlerMixin, APIHandler):
 
     async def prepare(self) -> None:  # type: ignore[override]
         await super().prepare()
+        # A request in the moments between the server listening and the extension's start
+        # hook building the client waits for it (503 if it failed).
+        if self.needs_client:
+            await self.extensionapp.ready()
         if self.current_user is None and self._kernel_token_ok():
             from jupyter_server.auth.identity import User
 
@@ -75,6 +84,8 @@ class QmlopsHandler(ExtensionHandlerMixin, APIHandler):
             raise InvalidRequest("request body is not valid JSON") from None
         if not isinstance(data, dict):
             raise InvalidRequest("request body must be a JSON object")
+        from pydantic import ValidationError
+
         try:
             return model.model_validate(data)
         except ValidationError as exc:
@@ -109,7 +120,7 @@ class QmlopsHandler(ExtensionHandlerMixin, APIHandler):
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, QmlopsError):
             status_code = exc.http_status
-        elif isinstance(exc, ValidationError):
+        elif _is_validation_error(exc):
             status_code = 400
         super().send_error(status_code, **kwargs)
 
@@ -150,6 +161,13 @@ class QmlopsHandler(ExtensionHandlerMixin, APIHandler):
             )
             return
         super().log_exception(typ, value, tb)
+
+
+def _is_validation_error(exc: BaseException | None) -> bool:
+    """A pydantic ValidationError, without importing pydantic to find out (if it is not
+    loaded, no such error can exist)."""
+    core = sys.modules.get("pydantic_core")
+    return core is not None and isinstance(exc, core.ValidationError)
 
 
 def _code(status: int) -> str:

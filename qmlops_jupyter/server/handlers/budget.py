@@ -6,27 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from jupyter_server.auth.decorator import authorized
-from pydantic import BaseModel, ConfigDict, Field
 from tornado import web
 
 from ...errors import InvalidRequest
 from .base import API, QmlopsHandler
-from .jobs import WholeNumber
-
-#: Ceilings that keep a limit a number every database and JSON reader holds exactly.
-MAX_SHOTS_PER_DAY = 10**15
-MAX_USD_PER_MONTH = 1e12
-
-
-class BudgetRequest(BaseModel):
-    """The body of ``PUT /budget``: limits not given keep their values; ``backend`` null (or
-    absent) is the budget for all backends together."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    backend: str | None = Field(default=None, min_length=1, max_length=128)
-    shots_per_day: WholeNumber | None = Field(default=None, ge=0, le=MAX_SHOTS_PER_DAY)
-    usd_per_month: float | None = Field(default=None, ge=0, le=MAX_USD_PER_MONTH)
 
 
 def _statuses(client: Any) -> list[dict[str, Any]]:
@@ -44,6 +27,8 @@ class BudgetHandler(QmlopsHandler):
     @web.authenticated
     @authorized
     async def put(self) -> None:
+        from .models import BudgetRequest
+
         request = self.body(BudgetRequest)
         if request.shots_per_day is None and request.usd_per_month is None:
             raise InvalidRequest("give shots_per_day, usd_per_month or both")

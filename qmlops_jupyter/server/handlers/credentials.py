@@ -11,22 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from jupyter_server.auth.decorator import authorized
-from pydantic import BaseModel, ConfigDict
 from tornado import web
 
 from ...errors import BackendUnavailable, CredentialNotFound, InvalidRequest, ProviderError
 from .base import API, QmlopsHandler
-
-
-class CredentialRequest(BaseModel):
-    """The body of ``PUT /credentials/{alias}``; ``secret`` holds the provider's fields (ibm:
-    token, channel, instance; aws: aws_access_key_id, aws_secret_access_key, aws_session_token,
-    region; ionq: api_key), checked by the vault, which names any unknown or missing one."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    provider: str
-    secret: dict[str, str]
 
 
 class CredentialsHandler(QmlopsHandler):
@@ -45,6 +33,8 @@ class CredentialHandler(QmlopsHandler):
     @web.authenticated
     @authorized
     async def put(self, alias: str) -> None:
+        from .models import CredentialRequest
+
         request = self.body(CredentialRequest)
         from ...vault import PROVIDERS  # the vault loads the ledger's tables: on first use
 
@@ -64,7 +54,7 @@ class CredentialHandler(QmlopsHandler):
         self.finish()
 
 
-def _store(vault: Any, alias: str, request: CredentialRequest) -> tuple[Any, bool]:
+def _store(vault: Any, alias: str, request: Any) -> tuple[Any, bool]:
     try:
         vault.info(alias)
         created = False
@@ -85,26 +75,14 @@ class CredentialTestHandler(QmlopsHandler):
 
 
 def _test(client: Any, alias: str, backend: str | None) -> tuple[bool, str]:
-    """``qmlops creds test``: True and what the provider said, or False and why it refused or
-    could not be reached. An unknown alias is still CredentialNotFound (404)."""
-    from ...cli.creds import _test_aws, _test_ibm, _test_ionq
-    from ...vault.redaction import redact
+    """True and what the provider said, or False and why it refused or could not be reached.
+    An unknown alias is still CredentialNotFound (404)."""
+    from ...vault.check import check_credential
 
-    vault = client.vault
-    provider = vault.info(alias).provider
-    fields = vault.resolve(alias, provider)
     try:
-        if provider == "ionq":
-            message = _test_ionq(client, fields, backend or "ionq:simulator")
-        elif provider == "ibm":
-            message = _test_ibm(fields)
-        else:
-            message = _test_aws(fields)
+        return True, check_credential(client, alias, backend)
     except (ProviderError, BackendUnavailable) as exc:
-        return False, redact(str(exc))
-    finally:
-        fields.clear()
-    return True, message
+        return False, str(exc)
 
 
 ROUTES = [

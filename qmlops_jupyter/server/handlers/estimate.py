@@ -4,19 +4,9 @@ The job's checks run (circuit text, qubits, shots); nothing is written."""
 from __future__ import annotations
 
 from jupyter_server.auth.decorator import authorized
-from pydantic import BaseModel, ConfigDict, Field
 from tornado import web
 
 from .base import API, QmlopsHandler
-from .jobs import Circuits, WholeNumber
-
-
-class EstimateRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    backend: str = Field(min_length=1, max_length=128)
-    circuits: Circuits
-    shots: WholeNumber = Field(ge=1)
 
 
 class EstimateHandler(QmlopsHandler):
@@ -25,6 +15,8 @@ class EstimateHandler(QmlopsHandler):
     @web.authenticated
     @authorized
     async def post(self) -> None:
+        from .models import EstimateRequest
+
         request = self.body(EstimateRequest)
         estimate = await self.run(
             self.client.estimate, request.circuits, backend=request.backend, shots=request.shots

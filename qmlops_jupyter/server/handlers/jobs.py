@@ -10,57 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import Annotated, Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from jupyter_server.auth.decorator import authorized
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from tornado import web
 
 from ...errors import InvalidRequest
-from ...models import JobRecord
 from ...states import JobState
 from .base import API, QmlopsHandler
+
+if TYPE_CHECKING:
+    from ...models import JobRecord
 
 #: Longest ``?wait=`` a request may ask for, in seconds.
 MAX_WAIT = 300.0
 #: A wait re-reads the job at least this often, in case a transition raced the pump.
 RECHECK = 0.5
-#: Seeds the simulators accept (NumPy's range).
-MAX_SEED = 2**32 - 1
-
-
-def _whole(value: Any) -> Any:
-    """JSON has one number type: 1000.0 is the whole number 1000 (as JSON Schema's integer
-    says), while true, "1000" and 1000.5 stay wrong."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
-#: An integer field of a request body (models are strict: no strings or booleans for numbers).
-WholeNumber = Annotated[int, BeforeValidator(_whole)]
-#: OpenQASM 2 or 3 text, one per circuit.
-Circuits = Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
-
-
-class JobRequest(BaseModel):
-    """The body of ``POST /jobs``: what ``qmlops submit`` takes, circuits as OpenQASM text."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    backend: str = Field(min_length=1, max_length=128)
-    circuits: Circuits
-    shots: WholeNumber = Field(ge=1)
-    name: str | None = Field(default=None, max_length=256)
-    idempotency_key: str | None = Field(default=None, min_length=1, max_length=256)
-    credential: str | None = Field(default=None, min_length=1, max_length=64)
-    tags: dict[str, str] | None = None
-    seed: WholeNumber | None = Field(default=None, ge=0, le=MAX_SEED)
-    observables: list[str] | None = None
-    job_timeout: float | None = Field(default=None, gt=0, le=30 * 86400)
-    #: Where the job came from, as the caller knows it (a kernel: its notebook, git state,
-    #: tracked run); without it, the server records its own view.
-    lineage: dict[str, Any] | None = None
 
 
 def _lineage(given: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -145,20 +111,25 @@ class JobsHandler(QmlopsHandler):
     @authorized
     async def post(self) -> None:
         wait = wait_seconds(self)
+        from .models import JobRequest
+
         request = self.body(JobRequest)
-        ledger = self.client.ledger
-        asked_at = ledger.clock()
+        client = self.client
         caller_lineage = (
             {"lineage": _lineage(request.lineage)} if "lineage" in request.model_fields_set else {}
         )
-        job = await self.run(
-            self.client.submit,
+        # A caller that waits on a local simulator gets the job run at once in one of the API's
+        # threads, as an in-process ``submit(wait=True)`` would (leased to this server, so
+        # nobody else runs it; a big job still goes to a worker process). Anything else is
+        # recorded and left to the engine, woken at once.
+        run_here = wait is not None and await self.run(self._local, request.backend)
+        submit = partial(
+            client.submit,
             request.circuits,
             backend=request.backend,
             shots=request.shots,
             name=request.name,
             idempotency_key=request.idempotency_key,
-            wait=False,
             seed=request.seed,
             tags=request.tags,
             observables=request.observables,
@@ -166,13 +137,41 @@ class JobsHandler(QmlopsHandler):
             job_timeout=request.job_timeout,
             **caller_lineage,
         )
+        if run_here:
+            assert wait is not None
+            job = await self.run(_submit_and_wait, client, submit, wait)
+        else:
+            job = await self.run(submit, wait=False)
         self.app.events.poke()
         record = job.record
-        # An idempotency key seen before answers with the job made then: 200, not 201.
-        created = record.created_at >= asked_at
-        if wait is not None:
+        if wait is not None and not run_here:
             record = await follow(self, record, wait)
-        self.reply(job_json(record), 201 if created else 200)
+        # An idempotency key seen before answers with the job made then: 200, not 201.
+        self.reply(job_json(record), 201 if job.created else 200)
+
+    def _local(self, backend: str) -> bool:
+        """Whether ``backend`` simulates on this machine (False for a name that is no backend:
+        the submission itself then says what is wrong)."""
+        from ...errors import QmlopsError
+
+        try:
+            return bool(self.client.registry.get(backend).capabilities.local)
+        except QmlopsError:
+            return False
+
+
+def _submit_and_wait(client: Any, submit: Any, wait: float) -> Any:
+    """Submit and run a local job here for up to ``wait`` seconds; past that, the job is left
+    to the engine (woken now) and answered as it stands."""
+    from ...errors import WaitTimeout
+
+    try:
+        return submit(wait=True, wait_timeout=wait)
+    except WaitTimeout as timed_out:
+        client._notify_engines()
+        job = timed_out.job
+        job.refresh()
+        return job
 
 
 class JobHandler(QmlopsHandler):

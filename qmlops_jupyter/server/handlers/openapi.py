@@ -24,6 +24,7 @@ def spec() -> dict[str, Any]:
 
 class OpenAPIHandler(QmlopsHandler):
     auth_resource = "qmlops:backends"
+    needs_client = False
 
     @web.authenticated
     @authorized

@@ -7,7 +7,6 @@ from __future__ import annotations
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
-from ...cli.tracking import list_runs
 from .base import API, QmlopsHandler
 from .jobs import given
 
@@ -20,6 +19,8 @@ class RunsHandler(QmlopsHandler):
     async def get(self) -> None:
         given(self, "limit")
         limit = self.int_query("limit", 20, 1, 10_000)
+        from ...cli.tracking import list_runs
+
         runs = await self.run(list_runs, self.client, self.query("experiment"), limit)
         self.reply({"runs": runs})
 
