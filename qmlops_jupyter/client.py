@@ -309,6 +309,33 @@ class Client:
     def events(self, job_id: str) -> list[JobEvent]:
         return self.ledger.events(self.ledger.get_job(job_id, self.owner).id)
 
+    def job_events(
+        self,
+        after: int | None = None,
+        wait: float = 0.0,
+        job_ids: Sequence[str] | None = None,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """This owner's job status changes (``job_status`` v1 dicts, oldest first) past event
+        sequence number ``after``, and the number to pass as ``after`` next time. ``after``
+        None returns no events, only the current position. ``wait`` seconds: how long to wait
+        for the first change (the ledger is looked at every 0.2 s; through a server, the
+        server answers as soon as it sees one). ``job_ids``: those jobs only."""
+        from .models import job_status
+
+        ledger = self.ledger
+        if after is None:
+            return [], ledger.last_event_seq()
+        deadline = time.monotonic() + max(0.0, wait)
+        while True:
+            rows = ledger.status_events(self.owner, after, job_ids=job_ids, limit=500)
+            if rows:
+                changes = [job_status(r) for r in rows if r["kind"] == "transition"]
+                return changes, int(rows[-1]["seq"])
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return [], after
+            time.sleep(min(0.2, remaining))
+
     def wait(self, job_id: str, timeout: float | None = None) -> JobRecord:
         """Wait until the job is finished (or needs attention); advance it here when no engine
         host is alive, or when it is a local simulator job nobody has started."""

@@ -131,3 +131,22 @@ class BackendInfo(BaseModel):
     supports_reattach: bool = False
     supports_cancel: bool = True
     credentials: str = Field(default="not needed", description="not needed, configured or missing")
+
+
+#: The schema of job status changes, on the server's event bus and wherever else they are read.
+JOB_STATUS_SCHEMA = "https://events.qmlops-jupyter.dev/job_status/v1"
+
+
+def job_status(row: Any) -> dict[str, Any]:
+    """A transition row of the event log (``Ledger.status_events``) as a ``job_status`` v1
+    event: job_id, name, backend, old_state, new_state, time (ISO 8601), seq, message."""
+    return {
+        "job_id": row["job_id"],
+        "name": row["name"],
+        "backend": row["backend"],
+        "old_state": row["from_state"],
+        "new_state": row["to_state"],
+        "time": row["at"].isoformat(),
+        "seq": int(row["seq"]),
+        "message": row["message"],
+    }

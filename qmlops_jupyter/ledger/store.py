@@ -384,6 +384,47 @@ class Ledger:
             )
         return [JobEvent(**{k: r[k] for k in JobEvent.model_fields}) for r in rows]
 
+    def status_events(
+        self,
+        owner: str | None,
+        after: int,
+        *,
+        job_ids: Sequence[str] | None = None,
+        limit: int = 1000,
+    ) -> list[dict[str, Any]]:
+        """Event-log rows past sequence number ``after`` (oldest first), with the job's name
+        and backend: every kind (transitions, retries, notes), for one ``owner`` (None: all)
+        and, with ``job_ids``, those jobs only. What the server's event pump, its
+        ``/events`` route and a notebook's job monitor read."""
+        query = (
+            select(
+                events.c.seq,
+                events.c.job_id,
+                events.c.at,
+                events.c.from_state,
+                events.c.to_state,
+                events.c.message,
+                events.c.kind,
+                jobs.c.name,
+                jobs.c.backend,
+            )
+            .select_from(events.join(jobs, jobs.c.id == events.c.job_id))
+            .where(events.c.seq > after)
+            .order_by(events.c.seq)
+            .limit(limit)
+        )
+        if owner is not None:
+            query = query.where(events.c.owner == owner)
+        if job_ids is not None:
+            query = query.where(events.c.job_id.in_(list(job_ids)))
+        with self._read() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def last_event_seq(self) -> int:
+        """The newest event's sequence number (0 for an empty log)."""
+        with self._read() as conn:
+            return int(conn.execute(select(func.coalesce(func.max(events.c.seq), 0))).scalar_one())
+
     def load_circuits(self, job_id: str) -> list[Any]:
         """The job's circuits as Qiskit ``QuantumCircuit`` objects (from the stored QPY)."""
         from ..circuits import load_qpy

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from .app import QmlopsApp
 
 SCHEMA_DIR = Path(__file__).with_name("event_schemas")
-JOB_STATUS = "https://events.qmlops-jupyter.dev/job_status/v1"
+JOB_STATUS = "https://events.qmlops-jupyter.dev/job_status/v1"  # models.JOB_STATUS_SCHEMA
 
 
 def register_schemas(event_logger: Any) -> None:
@@ -98,29 +98,7 @@ class EventPump:
         return newest - len(recent) if recent else newest
 
     def _read(self, after: int) -> list[dict[str, Any]]:
-        from sqlalchemy import select
-
-        from ..ledger.store import events, jobs
-
-        query = (
-            select(
-                events.c.seq,
-                events.c.job_id,
-                events.c.at,
-                events.c.from_state,
-                events.c.to_state,
-                events.c.message,
-                events.c.kind,
-                jobs.c.name,
-                jobs.c.backend,
-            )
-            .select_from(events.join(jobs, jobs.c.id == events.c.job_id))
-            .where(events.c.seq > after, events.c.owner == self.app.client.owner)
-            .order_by(events.c.seq)
-            .limit(1000)
-        )
-        with self.app.client.ledger._read() as conn:
-            return [dict(r) for r in conn.execute(query).mappings()]
+        return self.app.client.ledger.status_events(self.app.client.owner, after, limit=1000)
 
     async def _loop(self) -> None:
         import time
@@ -145,16 +123,9 @@ class EventPump:
         self.app.metrics.observe_event(row)
         if row["kind"] != "transition":
             return
-        data = {
-            "job_id": row["job_id"],
-            "name": row["name"],
-            "backend": row["backend"],
-            "old_state": row["from_state"],
-            "new_state": row["to_state"],
-            "time": row["at"].isoformat(),
-            "seq": int(row["seq"]),
-            "message": row["message"],
-        }
+        from ..models import job_status
+
+        data = job_status(row)
         try:
             self.app.serverapp.event_logger.emit(schema_id=JOB_STATUS, data=data)
         except Exception:
