@@ -10,6 +10,7 @@ import asyncio
 import itertools
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -479,3 +480,72 @@ def test_cancelling_one_aer_job_does_not_lose_its_neighbour(tmp_path: Path) -> N
     # Both ran side by side in the worker pool, so the kill reached the neighbour too: it was
     # retried and re-run, then completed.
     assert "retry" in kinds and "recovered" in kinds, kinds
+
+
+def test_the_engine_runs_small_local_jobs_in_its_thread_and_big_ones_in_a_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Bell pair costs less than the trip to a worker process: the engine runs it in its own
+    thread. A big simulation still goes to a worker, so the host keeps answering."""
+    client = _client(tmp_path / "home")
+    engine = Engine(client.ledger, client.registry, lease_ttl=10)
+    aer = client.registry.get("aer")
+    sent: list[Any] = []
+    real_submit = aer.workers.submit
+
+    def counting(fn: Any, *args: Any) -> Any:
+        sent.append(fn)
+        return real_submit(fn, *args)
+
+    monkeypatch.setattr(aer.workers, "submit", counting)
+    small = client.submit(BELL_QASM2, shots=100, seed=3)
+    big = client.submit(slow_circuits(count=1, depth=6), shots=10)
+    deadline = time.monotonic() + 60
+    while not (small.state.terminal and big.state.terminal):
+        engine.step()
+        assert time.monotonic() < deadline
+    assert small.state is S.COMPLETED and big.state is S.COMPLETED
+    assert (
+        small.result().counts[0]
+        == Client(client.settings)
+        .submit(BELL_QASM2, shots=100, seed=3, wait=True)
+        .result()
+        .counts[0]
+    )
+    assert len(sent) == 1  # the big one only
+    aer.close()
+
+
+def test_job_events_are_read_past_a_position_and_wait_for_the_next(tmp_path: Path) -> None:
+    """``Client.job_events``: the job_status changes of this owner after a sequence number,
+    in order; a wait ends as soon as a job moves; other owners' jobs never appear."""
+    import threading
+
+    client = _client(tmp_path / "home")
+    nothing, start = client.job_events()
+    assert nothing == []
+    job = client.submit(BELL_QASM2, shots=10, wait=True)
+    changes, after = client.job_events(start)
+    assert [(c["old_state"], c["new_state"]) for c in changes] == [
+        (None, "CREATED"),
+        ("CREATED", "SUBMITTING"),
+        ("SUBMITTING", "RUNNING"),
+        ("RUNNING", "COMPLETED"),
+    ]
+    assert {c["job_id"] for c in changes} == {job.id}
+    assert [c["seq"] for c in changes] == sorted(c["seq"] for c in changes)
+    assert changes[-1]["backend"] == "aer" and changes[-1]["time"].startswith("20")
+    assert client.job_events(after) == ([], after)
+
+    other = Client(Settings.from_env(home=tmp_path / "home", owner="someone-else"))
+    other.submit(BELL_QASM2, shots=10, wait=True)
+    assert client.job_events(after)[0] == []  # not ours; the position may move past it
+
+    later = threading.Timer(0.5, lambda: client.submit(BELL_QASM2, shots=10, wait=True))
+    later.start()
+    began = time.monotonic()
+    changes, _ = client.job_events(after, wait=20)
+    later.join()
+    assert changes and time.monotonic() - began < 10
+    mine, _ = client.job_events(start, job_ids=[job.id])
+    assert len(mine) == 4 and {c["job_id"] for c in mine} == {job.id}

@@ -410,6 +410,46 @@ async def test_jobs_wait_page_and_cancel_without_an_engine(api: Api) -> None:
     assert [j["id"] for j in only["jobs"]] == [ids[1]]
 
 
+@pytest.mark.parametrize("run_engine", [False])
+async def test_a_waiting_post_on_a_local_simulator_runs_at_once_without_an_engine(
+    api: Api, started: Any
+) -> None:
+    """``POST /jobs?wait`` on Aer runs the job in the API's own threads (leased to this
+    server from the moment it is recorded) and answers with the finished job: no engine,
+    no queue."""
+    reply = await api("POST", "/jobs", bell_job(seed=11), params={"wait": 30}, status=201)
+    assert reply.data["state"] == "COMPLETED", reply.text
+    events = await started.run(started.client.ledger.events, reply.data["id"])
+    moves = [(e.from_state, e.to_state) for e in events if e.kind == "transition"]
+    assert [m[1] for m in moves] == ["CREATED", "SUBMITTING", "RUNNING", "COMPLETED"]
+    assert {e.actor for e in events[1:]} == {started.client.driver.holder}
+    again = await api(
+        "POST", "/jobs", bell_job(seed=11, idempotency_key="k1"), params={"wait": 30}, status=201
+    )
+    same = await api(
+        "POST", "/jobs", bell_job(seed=11, idempotency_key="k1"), params={"wait": 30}, status=200
+    )
+    assert same.data["id"] == again.data["id"]
+    assert same.data["result"]["counts"] == reply.data["result"]["counts"]
+
+
+async def test_a_waiting_post_whose_wait_runs_out_is_carried_on_by_the_engine(api: Api) -> None:
+    """A big simulation outlives a short wait: the answer is the job as it stands (201, still
+    running), and the server's engine takes it over and finishes it."""
+    from qiskit import qasm2
+    from qmlops_testing import slow_circuits
+
+    body = {
+        "backend": "aer",
+        "circuits": [qasm2.dumps(slow_circuits(count=1, qubits=20, depth=40)[0])],
+        "shots": 10,
+    }
+    reply = await api("POST", "/jobs", body, params={"wait": 0.3}, status=201)
+    assert reply.data["state"] in ("SUBMITTING", "RUNNING", "CREATED"), reply.text
+    done = await api("GET", f"/jobs/{reply.data['id']}", params={"wait": 120}, status=200)
+    assert done.data["state"] == "COMPLETED", done.text
+
+
 async def test_bad_job_requests_are_4xx_with_one_line(api: Api) -> None:
     async def bad(body: Any, status: int, code: str, *words: str) -> None:
         message = await error(api, "POST", "/jobs", body, status, code)
