@@ -20,6 +20,8 @@ Benchmarks (``--only`` names):
                 over raw Aer (p50 <= 15 ms); job transition to websocket event (p95 <= 250 ms);
                 start-up with / without the extension (<= 1.10x); GET /jobs with 50
                 concurrent clients on the 100,000-job ledgers (reported)
+7. ``magics``   ``%load_ext qmlops_jupyter`` timed inside fresh kernels (median and p95
+                <= 300 ms; no heavy module imported); first uses of the magics (reported)
 
 Every run uses a fresh temporary ``QMLOPS_HOME`` (and ignores ``QMLOPS_DATABASE_URL`` and
 ``QMLOPS_BACKENDS_FILE``), so it never touches your own ledger. The table goes to stdout,
@@ -62,7 +64,16 @@ from benchlib import (
     wait_until_idle,
 )
 
-ORDER = ["import", "batch", "latency", "ledger-sqlite", "ledger-postgres", "tracking", "server"]
+ORDER = [
+    "import",
+    "batch",
+    "latency",
+    "ledger-sqlite",
+    "ledger-postgres",
+    "tracking",
+    "server",
+    "magics",
+]
 ALIASES = {"ledger": ["ledger-sqlite", "ledger-postgres"], "all": ORDER, "throughput": ["batch"]}
 
 
@@ -76,13 +87,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--only",
         default="all",
         help="comma-separated: batch, latency, ledger (= ledger-sqlite,"
-        "ledger-postgres), import, tracking, server; default all",
+        "ledger-postgres), import, tracking, server, magics; default all",
     )
     parser.add_argument(
         "--quick",
         action="store_true",
         help="small sizes for a smoke run (100 circuits x 3, 30 jobs, 5,000-job ledger, 5 imports,"
-        " 20 tracked jobs, 20 REST jobs, 2 server starts each way, 4 requests per client)",
+        " 20 tracked jobs, 20 REST jobs, 2 server starts each way, 4 requests per client,"
+        " 5 kernels)",
     )
     parser.add_argument("--circuits", type=int, default=1000, help="batch: circuits per job")
     parser.add_argument(
@@ -114,6 +126,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--import-runs", type=int, default=11, help="import: interpreter starts of each kind"
+    )
+    parser.add_argument(
+        "--magics-kernels", type=int, default=11, help="magics: fresh kernels timed"
     )
     parser.add_argument(
         "--postgres-url",
@@ -256,6 +271,10 @@ def run_here(name: str, args: argparse.Namespace) -> BenchResult:
         import bench_server
 
         return bench_server.run(args)
+    if name == "magics":
+        import bench_magics
+
+        return bench_magics.run(args)
     import bench_ledger
 
     return bench_ledger.run(args, name.split("-", 1)[1])

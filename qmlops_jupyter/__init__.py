@@ -10,6 +10,8 @@ One persistent job ledger for every quantum backend, advanced by a long-lived en
         ...
         run.log_step(step, loss=loss)
 
+In a notebook, ``%load_ext qmlops_jupyter`` adds the ``%qmlops`` magics (``%qmlops help``).
+
 Heavy SDKs (qiskit, aer, sqlalchemy) are imported on first use, so importing this package
 stays fast.
 """
@@ -65,6 +67,22 @@ def _jupyter_server_extension_points() -> list[dict[str, Any]]:
     from .server import _jupyter_server_extension_points as points
 
     return points()
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext qmlops_jupyter``: the ``%qmlops`` line magic and ``%%qmlops run`` cell magic
+    (:mod:`qmlops_jupyter.notebook.magics`; ``%qmlops help`` lists the commands)."""
+    from .notebook.magics import load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext qmlops_jupyter``: remove the magics (a run ``%qmlops track`` opened is
+    ended)."""
+    from .notebook.magics import unload
+
+    unload(ipython)
 
 
 def __getattr__(name: str) -> Any:

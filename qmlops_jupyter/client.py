@@ -537,6 +537,27 @@ class Job:
         r = self._record
         return f"<Job {r.id} {r.state.value} on {r.backend}, {r.shots} shots>"
 
+    def _display_record(self) -> JobRecord:
+        """The job as it is now, for a rich display (read again unless it has finished); what
+        was known before when that read fails: a display never raises."""
+        try:
+            return self.refresh()
+        except Exception:
+            return self._record
+
+    def _repr_mimebundle_(
+        self, include: Any = None, exclude: Any = None, **kwargs: Any
+    ) -> dict[str, str]:
+        """HTML (state chip, times, cost, error, the result's histogram) and plain text of the
+        job's live state: evaluating ``job`` in a cell shows where it is now."""
+        record = self._display_record()
+        try:
+            from .notebook.display import bundle, job_html, job_text
+
+            return bundle(job_html(record), job_text(record), include, exclude)
+        except Exception:
+            return {"text/plain": repr(self)}
+
 
 def _request_hash(
     backend: str,

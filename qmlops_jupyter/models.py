@@ -39,6 +39,14 @@ class JobResult(BaseModel):
         values = self.metadata.get("expectation_values")
         return None if values is None else [float(v) for v in values]
 
+    def _repr_mimebundle_(
+        self, include: Any = None, exclude: Any = None, **kwargs: Any
+    ) -> dict[str, str]:
+        """A histogram and the counts of each circuit (HTML), and the counts as text."""
+        from .notebook.display import bundle, result_html, result_text
+
+        return bundle(result_html(self), result_text(self), include, exclude)
+
 
 class JobRecord(BaseModel):
     """A job as the ledger holds it; the JSON of ``qmlops show --json``."""
@@ -131,6 +139,14 @@ class BackendInfo(BaseModel):
     supports_reattach: bool = False
     supports_cancel: bool = True
     credentials: str = Field(default="not needed", description="not needed, configured or missing")
+
+    def _repr_mimebundle_(
+        self, include: Any = None, exclude: Any = None, **kwargs: Any
+    ) -> dict[str, str]:
+        """The backend as a one-row table: kind, limits, credential status, availability."""
+        from .notebook.display import backends_html, backends_text, bundle
+
+        return bundle(backends_html([self]), backends_text([self]), include, exclude)
 
 
 #: The schema of job status changes, on the server's event bus and wherever else they are read.

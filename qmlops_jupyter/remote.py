@@ -21,6 +21,7 @@ message, a ``repr`` or an exception.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import operator
 import os
@@ -51,6 +52,10 @@ TOKEN_HEADER = "X-Qmlops-Kernel-Token"
 PROBE_TIMEOUT = 3.0
 #: Longest single long-poll the API accepts (``?wait=``), in seconds.
 MAX_WAIT = 300.0
+#: Longest single wait of ``GET /events`` (the route's ``MAX_WAIT``), in seconds.
+MAX_EVENTS_WAIT = 30.0
+#: Seconds a rich display of a job may spend re-reading it before showing what it knew.
+DISPLAY_TIMEOUT = 2.0
 #: ``QMLOPS_REMOTE`` values that keep this process on the in-process client.
 OFF = frozenset({"off", "0", "false", "no", "local"})
 
@@ -292,11 +297,43 @@ class RemoteClient:
             record = self._get(record.id, wait=chunk)
         return record
 
-    def _get(self, job_id: str, wait: float | None = None) -> JobRecord:
+    def _get(
+        self, job_id: str, wait: float | None = None, *, timeout: float | None = None
+    ) -> JobRecord:
         path = f"/jobs/{_segment(job_id)}"
         if wait is None:
-            return _record(self._call("GET", path))
+            return _record(self._call("GET", path, timeout=timeout))
         return _record(self._call("GET", path, params={"wait": f"{wait:.3f}"}, extra_time=wait))
+
+    def job_events(
+        self,
+        after: int | None = None,
+        wait: float = 0.0,
+        job_ids: Sequence[str] | None = None,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """As :meth:`Client.job_events`, through the server's ``GET /events`` long poll: this
+        owner's job status changes (``job_status`` v1 dicts, oldest first) past event sequence
+        number ``after``, and the number to pass as ``after`` next time. The server answers as
+        soon as its event pump sees a change; a ``wait`` longer than one request allows (30 s)
+        is made of several."""
+        if after is None:
+            return [], int(self._call("GET", "/events")["next"])
+        after = _integer("after", after)
+        ids = _strings(job_ids)
+        deadline = time.monotonic() + max(0.0, float(wait))
+        if ids is not None and not ids:
+            time.sleep(max(0.0, deadline - time.monotonic()))  # no job chosen: none can change
+            return [], after
+        while True:
+            chunk = min(MAX_EVENTS_WAIT, max(0.0, deadline - time.monotonic()))
+            params: dict[str, Any] = {"after": after, "wait": f"{chunk:.3f}"}
+            if ids is not None:
+                params["job_id"] = ids
+            data = self._call("GET", "/events", params=params, extra_time=chunk)
+            changes, after = list(data["events"]), int(data["next"])
+            # Rows that were no state change move ``after`` on; the wait goes on past them.
+            if changes or time.monotonic() >= deadline:
+                return changes, after
 
     # -- backends and prices -------------------------------------------------------------------
 
@@ -364,13 +401,15 @@ class RemoteClient:
         json: Any = None,
         params: dict[str, Any] | None = None,
         extra_time: float = 0.0,
+        timeout: float | None = None,
     ) -> Any:
         import httpx
 
-        timeout = httpx.Timeout(self.timeout + extra_time, connect=5.0)
+        seconds = self.timeout + extra_time if timeout is None else timeout
+        timeout_ = httpx.Timeout(seconds, connect=min(5.0, seconds))
         try:
             resp = self._client().request(
-                method, path, json=json, params=params, headers=self._auth(), timeout=timeout
+                method, path, json=json, params=params, headers=self._auth(), timeout=timeout_
             )
         except httpx.HTTPError as exc:
             raise ServerUnavailable(
@@ -398,6 +437,14 @@ class RemoteJob(Job):
     def refresh(self) -> JobRecord:
         if not self._record.terminal:
             self._record = self._remote._get(self.id)
+        return self._record
+
+    def _display_record(self) -> JobRecord:
+        """As :meth:`Job._display_record`, with a short timeout: a server that is slow to
+        answer leaves the display with what was known."""
+        if not self._record.terminal:
+            with contextlib.suppress(Exception):
+                self._record = self._remote._get(self.id, timeout=DISPLAY_TIMEOUT)
         return self._record
 
     @property

@@ -5,6 +5,10 @@
 #   prometheus, promtool: the metrics tests scrape the server with a real Prometheus and
 #   check the shipped alert rules; they start their own on a free port, so the packaged
 #   service is stopped if the install starts it.
+#   nodejs: the credential form's script is run under Node by its tests (most machines
+#   already have Node; Debian's package otherwise).
+#   chromium: the browser tests drive JupyterLab in headless Chromium through Playwright,
+#   launched from /usr/bin/chromium (Debian's build; no browser is downloaded).
 set -uo pipefail
 
 if ! command -v apt-get >/dev/null; then
@@ -18,6 +22,12 @@ fi
 missing=()
 if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
   missing+=(prometheus)
+fi
+if ! command -v node >/dev/null; then
+  missing+=(nodejs)
+fi
+if ! command -v chromium >/dev/null; then
+  missing+=(chromium)
 fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 

@@ -299,3 +299,65 @@ def _run_in_kernel(env: dict[str, str], code: str, timeout: float = 180) -> str:
     assert not errors, "\n".join(errors)
     assert reply["content"]["status"] == "ok", reply["content"]
     return "".join(output)
+
+
+@pytest.mark.slow
+def test_job_events_through_the_server_match_the_in_process_ones(
+    served: tuple[JupyterServer, Path], home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``RemoteClient.job_events`` reads ``GET /events``: a waiting call ends when a job moves,
+    changes come in order, past ``after``, for the jobs asked; the in-process client reading
+    the same ledger sees the very same changes."""
+    import threading
+    import time
+
+    from qmlops_jupyter import remote as remote_module
+    from qmlops_jupyter.errors import InvalidRequest
+    from qmlops_jupyter.remote import RemoteClient
+
+    server, server_home = served
+    (token_file,) = (server_home / "run").glob("server-*.token")
+    settings = Settings.from_env(home=server_home)
+    remote = RemoteClient(server.base, token_file, settings=settings)
+    local = Client(settings)
+    try:
+        nothing, position = remote.job_events()
+        assert nothing == [] and position <= local.job_events()[1]
+        got: list[Any] = []
+        waiter = threading.Thread(target=lambda: got.append(remote.job_events(position, 30)))
+        begun = time.monotonic()
+        waiter.start()
+        time.sleep(0.5)
+        assert waiter.is_alive()  # nothing moved yet
+        job = server.api("POST", "/jobs", {"backend": "aer", "circuits": [BELL_QASM2], "shots": 20})
+        waiter.join(30)
+        assert not waiter.is_alive() and time.monotonic() - begun < 8
+        (first, after) = got[0]
+        assert first and first[0]["job_id"] == job["id"] and first[0]["new_state"] == "CREATED"
+        assert after >= first[-1]["seq"]
+
+        # Follow that job alone to its end, as a monitor would.
+        seen = list(first)
+        while seen[-1]["new_state"] != "COMPLETED":
+            more, after = remote.job_events(after, wait=10, job_ids=[job["id"]])
+            assert more, "no change within 10 s"
+            seen.extend(more)
+        assert [e["new_state"] for e in seen] == ["CREATED", "SUBMITTING", "RUNNING", "COMPLETED"]
+        assert {e["job_id"] for e in seen} == {job["id"]}
+        in_process, _ = local.job_events(position, job_ids=[job["id"]])
+        assert in_process == seen
+
+        # Nothing more: the wait runs out with nothing, and a long wait is made of short polls.
+        monkeypatch.setattr(remote_module, "MAX_EVENTS_WAIT", 0.2)
+        calls = []
+        real_call = remote._call
+        monkeypatch.setattr(remote, "_call", lambda *a, **k: calls.append(k) or real_call(*a, **k))
+        begun = time.monotonic()
+        assert remote.job_events(after, wait=0.7, job_ids=[job["id"]]) == ([], after)
+        assert time.monotonic() - begun >= 0.6 and len(calls) >= 3
+        assert all(c["extra_time"] <= 0.2 for c in calls)
+        with pytest.raises(InvalidRequest):
+            remote.job_events(-1)
+    finally:
+        remote.close()
+        local.close()

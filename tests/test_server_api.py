@@ -680,3 +680,133 @@ async def test_runs_from_the_embedded_store(api: Api) -> None:
 async def test_runs_when_the_tracking_store_is_down(api: Api) -> None:
     message = await error(api, "GET", "/runs", None, 503, "tracking_unavailable")
     assert "127.0.0.1" in message
+
+
+# -- events (the long poll) --------------------------------------------------------------------
+
+
+async def events(api: Api, **params: Any) -> dict[str, Any]:
+    return (await api("GET", "/events", params=params or None, status=200)).data
+
+
+async def test_events_arrive_in_order_from_where_the_caller_left_off(api: Api) -> None:
+    start = await events(api)
+    assert start["events"] == [] and isinstance(start["next"], int)
+    job = (await api("POST", "/jobs", bell_job(name="ev"), params={"wait": 30}, status=201)).data
+    assert job["state"] == "COMPLETED", job
+    page = await events(api, after=start["next"])
+    moves = [e for e in page["events"] if e["job_id"] == job["id"]]
+    assert [e["new_state"] for e in moves] == ["CREATED", "SUBMITTING", "RUNNING", "COMPLETED"]
+    assert [e["old_state"] for e in moves] == [None, "CREATED", "SUBMITTING", "RUNNING"]
+    assert all(e["name"] == "ev" and e["backend"] == "aer" for e in moves)
+    seqs = [e["seq"] for e in page["events"]]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    assert page["next"] >= seqs[-1] > start["next"]
+    # Read on from ``next``: nothing again, at once; ``after`` without ``next`` moves nowhere.
+    again = await events(api, after=page["next"])
+    assert again == {"events": [], "next": page["next"]}
+    assert (await events(api))["next"] >= page["next"]
+    # Read from the start in two steps: the same changes, none twice.
+    first = await events(api, after=start["next"], job_id=job["id"])
+    assert [e["seq"] for e in first["events"]] == [e["seq"] for e in moves]
+
+
+@pytest.mark.parametrize("run_engine", [False])
+async def test_a_waiting_events_request_answers_as_soon_as_a_job_moves(
+    api: Api, started: Any
+) -> None:
+    from qmlops_jupyter.client import Client
+
+    job = (await api("POST", "/jobs", bell_job(), status=201)).data
+    position = (await events(api))["next"]
+    loop = asyncio.get_running_loop()
+    begun = loop.time()
+    waiting = asyncio.ensure_future(events(api, after=position, wait=20))
+    await asyncio.sleep(0.5)
+    assert not waiting.done()  # nothing moved yet: it waits
+    # Another process on the same ledger cancels the job (never queued, so at once).
+    other = Client(started.client.settings)
+    try:
+        await asyncio.to_thread(other.cancel, job["id"])
+    finally:
+        other.close()
+    page = await asyncio.wait_for(waiting, 20)
+    elapsed = loop.time() - begun
+    assert elapsed < 5, f"the wait ended {elapsed:.1f} s after it began, not at the change"
+    (change,) = page["events"]
+    assert change["job_id"] == job["id"] and change["new_state"] == "CANCELLED"
+    assert change["old_state"] == "CREATED" and page["next"] == change["seq"]
+    # With nothing to report, the wait runs out and ``next`` stays put.
+    begun = loop.time()
+    empty = await events(api, after=page["next"], wait=0.4)
+    assert empty == {"events": [], "next": page["next"]} and loop.time() - begun >= 0.35
+
+
+@pytest.mark.parametrize("run_engine", [False])
+async def test_events_of_chosen_jobs_only(api: Api) -> None:
+    position = (await events(api))["next"]
+    one, two = [(await api("POST", "/jobs", bell_job(name=n), status=201)).data["id"] for n in "ab"]
+    await api("POST", f"/jobs/{two}/cancel", status=200)
+    both = await events(api, after=position)
+    assert [(e["job_id"], e["new_state"]) for e in both["events"]] == [
+        (one, "CREATED"),
+        (two, "CREATED"),
+        (two, "CANCELLED"),
+    ]
+    only_two = await events(api, after=position, job_id=two)
+    assert [e["new_state"] for e in only_two["events"]] == ["CREATED", "CANCELLED"]
+    assert only_two["next"] == both["next"]
+    repeated = [("after", position), ("job_id", one), ("job_id", two)]
+    assert (await api("GET", "/events", params=repeated, status=200)).data == both  # type: ignore[arg-type]
+    # A job nobody has: no changes (after the wait), and later asks need not read those rows again.
+    nobody = await events(api, after=position, job_id="0123456789abcdef", wait=0.2)
+    assert nobody["events"] == [] and position <= nobody["next"] <= both["next"]
+
+
+async def test_bad_events_requests_are_400_with_one_line(api: Api) -> None:
+    for params, word in (
+        ({"after": "-1"}, "after"),
+        ({"after": "soon"}, "after"),
+        ({"after": ""}, "after"),
+        ({"after": str(2**63)}, "after"),
+        ({"after": "0", "wait": "31"}, "wait"),
+        ({"after": "0", "wait": "-1"}, "wait"),
+        ({"after": "0", "wait": "nan"}, "wait"),
+        ({"after": "0", "wait": "inf"}, "wait"),
+        ({"after": "0", "wait": "later"}, "wait"),
+        ({"after": "0", "wait": ""}, "wait"),
+        ({"wait": "99"}, "wait"),
+        ({"after": "0", "job_id": ""}, "job_id"),
+        ({"after": "0", "job_id": "x" * 129}, "job_id"),
+    ):
+        message = await error(api, "GET", "/events", None, 400, "invalid_request", **params)
+        assert word in message, (params, message)
+    many = [("after", 0)] + [("job_id", f"j{i}") for i in range(101)]
+    reply = await api("GET", "/events", params=many, status=400)  # type: ignore[arg-type]
+    assert "job_id" in reply.data["message"] and "\n" not in reply.data["message"]
+
+
+@pytest.mark.parametrize("run_engine", [False])
+async def test_events_never_show_another_owners_jobs(api: Api, started: Any) -> None:
+    from qmlops_jupyter.client import Client
+    from qmlops_jupyter.config import Settings
+
+    mine = started.client.settings
+    assert mine.owner != "someone-else"
+    theirs = Client(
+        Settings.from_env(home=mine.home, database_url=mine.database_url, owner="someone-else")
+    )
+    try:
+        position = (await events(api))["next"]
+        foreign = await asyncio.to_thread(theirs.submit, BELL_QASM2, "aer", 50, "theirs", wait=True)
+        assert foreign.record.state.value == "COMPLETED"
+        own = (await api("POST", "/jobs", bell_job(name="mine"), status=201)).data["id"]
+        page = await events(api, after=position, wait=5)
+        assert {e["job_id"] for e in page["events"]} == {own}
+        asked = await events(api, after=position, job_id=foreign.id, wait=0.3)
+        assert asked["events"] == []
+        everything = await events(api, after=0)
+        assert foreign.id not in {e["job_id"] for e in everything["events"]}
+        assert not any(e["name"] == "theirs" for e in everything["events"])
+    finally:
+        theirs.close()

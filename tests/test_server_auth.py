@@ -24,6 +24,7 @@ RESOURCES = {
     "/jobs": "qmlops:jobs",
     "/jobs/{job_id}": "qmlops:jobs",
     "/jobs/{job_id}/cancel": "qmlops:jobs",
+    "/events": "qmlops:jobs",
     "/backends": "qmlops:backends",
     "/backends/{name}": "qmlops:backends",
     "/health": "qmlops:backends",

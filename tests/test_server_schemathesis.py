@@ -6,7 +6,9 @@ One adjustment, about what a schema cannot say: schema-valid data may still be r
 400/404/409/422/503 (OpenQASM text that does not parse, a backend or credential that does not
 exist, a budget already spent). A generated ``?wait=S`` ends as soon as its job is finished (the
 server's engine runs the example Bell jobs in well under a second) or at once with 404 for a
-made-up id; the request timeout bounds it anyway.
+made-up id; the request timeout bounds it anyway. ``GET /events?wait=S`` waits the whole S
+seconds (up to 30) whenever nothing changes past a generated ``after``, so its ``wait`` is fixed
+at 0.1 s (its bounds are checked in test_server_api.py).
 
 Providers are kept offline: the server's HTTP(S) proxy is a closed local port, so testing a
 generated credential fails at once instead of reaching IBM, AWS or IonQ.
@@ -34,6 +36,10 @@ SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 CONFIG = """\
 [checks.positive_data_acceptance]
 expected-statuses = ["2xx", "400", "401", "403", "404", "409", "422", "503"]
+
+[[operations]]
+include-path = "/events"
+parameters = { "query.wait" = "0.1" }
 """
 
 

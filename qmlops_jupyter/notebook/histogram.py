@@ -26,7 +26,7 @@ def _ordered(counts: Mapping[str, int], max_bars: int) -> list[tuple[str, int]]:
         return sorted(items)
     top = sorted(items, key=lambda kv: (-kv[1], kv[0]))[: max_bars - 1]
     rest = sum(v for _, v in items) - sum(v for _, v in top)
-    return sorted(top) + [("other", rest)]
+    return [*sorted(top), ("other", rest)]
 
 
 def histogram_svg(

@@ -5,6 +5,10 @@ The pump reads the ledger's append-only event log past the last sequence number 
 ``QmlopsApp.events_interval`` seconds, so transitions made by any process on the same ledger
 (this server's engine, another engine, a kernel) are seen and emitted once each. Only the
 server owner's jobs are emitted: on a ledger shared by a team, nobody sees another's jobs.
+
+Requests wait on the pump rather than on timers of their own: a job's next transition
+(:meth:`EventPump.wait_for_change`, for ``?wait=`` on a job) or any new row of the owner's
+(:meth:`EventPump.wait_for_rows`, for the ``/events`` long poll).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ class EventPump:
         self.last_poll: float | None = None
         self._task: asyncio.Task[None] | None = None
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._row_waiters: list[asyncio.Future[None]] = []
         self._wake: asyncio.Event | None = None
         self._event_loop: asyncio.AbstractEventLoop | None = None
 
@@ -71,6 +76,24 @@ class EventPump:
                 waiting.remove(fut)
                 if not waiting:
                     self._waiters.pop(job_id, None)
+
+    async def wait_for_rows(self, seen: int | None, timeout: float) -> bool:
+        """Until the pump has read a row of the owner's past ``seen`` (True), or ``timeout``
+        seconds (False). ``seen`` is :attr:`last_seq` as the caller read it *before* looking
+        at the ledger itself, so a row the pump read in between is not waited for again."""
+        if self.last_seq is not None and seen is not None and self.last_seq > seen:
+            return True
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._row_waiters.append(fut)
+        try:
+            await asyncio.wait_for(fut, timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            if fut in self._row_waiters:
+                self._row_waiters.remove(fut)
 
     # -- the pump ---------------------------------------------------------------------------------
 
@@ -121,6 +144,11 @@ class EventPump:
 
     def _dispatch(self, row: dict[str, Any]) -> None:
         self.app.metrics.observe_event(row)
+        if self._row_waiters:
+            waiting, self._row_waiters = self._row_waiters, []
+            for fut in waiting:
+                if not fut.done():
+                    fut.set_result(None)
         if row["kind"] != "transition":
             return
         from ..models import job_status
