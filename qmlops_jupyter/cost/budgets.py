@@ -19,7 +19,18 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
-from sqlalchemy import Connection, and_, delete, func, insert, not_, select, text, update
+from sqlalchemy import (
+    Connection,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    not_,
+    select,
+    text,
+    update,
+)
 
 from ..errors import BudgetExceeded, InvalidRequest
 from ..ledger.orm import BudgetRefusalRow, BudgetRow, JobRow
@@ -109,6 +120,17 @@ def _scope(backend: str) -> str:
     return "all backends" if backend == ALL_BACKENDS else f"backend {backend}"
 
 
+#: An owner's budgets for all backends and one (checked on every submission: built once).
+_BUDGETS_OF = (
+    select(budgets)
+    .where(
+        budgets.c.owner == bindparam("owner"),
+        budgets.c.backend.in_(bindparam("scopes", expanding=True)),
+    )
+    .order_by(budgets.c.backend)
+)
+
+
 def check_budgets(
     conn: Connection,
     dialect: str,
@@ -121,8 +143,11 @@ def check_budgets(
 ) -> None:
     """Raise BudgetExceeded when a job of ``shots`` (all circuits) costing ``usd`` would take
     ``owner`` over a budget. Call inside the transaction that inserts the job."""
-    where = and_(budgets.c.owner == owner, budgets.c.backend.in_([ALL_BACKENDS, backend]))
-    rows = conn.execute(select(budgets).where(where).order_by(budgets.c.backend)).mappings().all()
+    rows = (
+        conn.execute(_BUDGETS_OF, {"owner": owner, "scopes": [ALL_BACKENDS, backend]})
+        .mappings()
+        .all()
+    )
     if not rows:  # no budget: nothing to serialise on
         return
     if dialect == "postgresql":

@@ -9,6 +9,7 @@ until it is finished or S seconds pass, and answers with the job as it stands.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -105,7 +106,10 @@ class JobsHandler(QmlopsHandler):
             limit=limit,
             cursor=self.query("cursor"),
         )
-        self.reply({"jobs": [job_json(r) for r in page.jobs], "next": page.next})
+        # pydantic's own serializer, record by record: a page of 50 is ~130 KB of JSON.
+        body = ",".join(r.model_dump_json() for r in page.jobs)
+        self.set_header("Content-Type", "application/json")
+        self.finish(f'{{"jobs": [{body}], "next": {json.dumps(page.next)}}}')
 
     @web.authenticated
     @authorized
@@ -118,11 +122,6 @@ class JobsHandler(QmlopsHandler):
         caller_lineage = (
             {"lineage": _lineage(request.lineage)} if "lineage" in request.model_fields_set else {}
         )
-        # A caller that waits on a local simulator gets the job run at once in one of the API's
-        # threads, as an in-process ``submit(wait=True)`` would (leased to this server, so
-        # nobody else runs it; a big job still goes to a worker process). Anything else is
-        # recorded and left to the engine, woken at once.
-        run_here = wait is not None and await self.run(self._local, request.backend)
         submit = partial(
             client.submit,
             request.circuits,
@@ -137,41 +136,42 @@ class JobsHandler(QmlopsHandler):
             job_timeout=request.job_timeout,
             **caller_lineage,
         )
-        if run_here:
-            assert wait is not None
-            job = await self.run(_submit_and_wait, client, submit, wait)
-        else:
-            job = await self.run(submit, wait=False)
-        self.app.events.poke()
+        job, ran_here = await self.run(_submit, client, submit, request.backend, wait)
         record = job.record
-        if wait is not None and not run_here:
+        if wait is not None and not ran_here:
             record = await follow(self, record, wait)
         # An idempotency key seen before answers with the job made then: 200, not 201.
-        self.reply(job_json(record), 201 if job.created else 200)
-
-    def _local(self, backend: str) -> bool:
-        """Whether ``backend`` simulates on this machine (False for a name that is no backend:
-        the submission itself then says what is wrong)."""
-        from ...errors import QmlopsError
-
-        try:
-            return bool(self.client.registry.get(backend).capabilities.local)
-        except QmlopsError:
-            return False
+        self.set_status(201 if job.created else 200)
+        self.set_header("Content-Type", "application/json")
+        await self.finish(record.model_dump_json())
+        # After the answer: the pump's read of the new transitions must not delay it.
+        self.app.events.poke()
 
 
-def _submit_and_wait(client: Any, submit: Any, wait: float) -> Any:
-    """Submit and run a local job here for up to ``wait`` seconds; past that, the job is left
-    to the engine (woken now) and answered as it stands."""
-    from ...errors import WaitTimeout
+def _submit(client: Any, submit: Any, backend: str, wait: float | None) -> tuple[Any, bool]:
+    """Record the job; returns it and whether it was run here.
+
+    A caller that waits on a local simulator gets the job run at once in this (API) thread,
+    as an in-process ``submit(wait=True)`` would: leased to this server from the moment it is
+    recorded, so nobody else runs it, and answered from the record the driver finished (a big
+    job still goes to a worker process). Past ``wait`` seconds, the job is left to the engine
+    (woken now) and answered as it stands. Anything else is recorded and left to the engine,
+    woken at once."""
+    from ...errors import QmlopsError, WaitTimeout
 
     try:
-        return submit(wait=True, wait_timeout=wait)
+        local = bool(client.registry.get(backend).capabilities.local)
+    except QmlopsError:
+        local = False  # not a backend: the submission itself says what is wrong
+    if wait is None or not local:
+        return submit(wait=False), False
+    try:
+        return submit(wait=True, wait_timeout=wait), True
     except WaitTimeout as timed_out:
         client._notify_engines()
         job = timed_out.job
         job.refresh()
-        return job
+        return job, True
 
 
 class JobHandler(QmlopsHandler):
