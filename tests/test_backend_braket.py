@@ -522,10 +522,14 @@ def test_fake_service_cancel_while_queued(fake: FakeBraket) -> None:
 
 
 def test_availability_from_device_status_and_windows(fake: FakeBraket) -> None:
-    """GetDevice (stubbed) answers status and execution windows."""
-    assert remote().availability()[0] is True
+    """GetDevice (stubbed) answers status and execution windows. The check runs in the
+    background and a listing waits ``availability_timeout`` for it (1 s by default): the test
+    waits longer, so a machine loaded by other test runs does not turn the answer into
+    "not known yet"."""
+    patient = {"availability_timeout": 30}
+    assert remote(**patient).availability()[0] is True
     fake.set_device(status="OFFLINE")
-    assert remote().availability() == (False, "OFFLINE")
+    assert remote(**patient).availability() == (False, "OFFLINE")
     now = time.gmtime()
     # A window that closed an hour or more ago and opens again in two hours.
     start, end = (now.tm_hour + 2) % 24, (now.tm_hour + 23) % 24
@@ -539,7 +543,7 @@ def test_availability_from_device_status_and_windows(fake: FakeBraket) -> None:
         ],
         device_type="QPU",
     )
-    available, why = remote(IONQ).availability()
+    available, why = remote(IONQ, **patient).availability()
     assert not available and "outside its execution windows" in why and "Everyday" in why
 
 

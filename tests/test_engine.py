@@ -403,7 +403,9 @@ def test_engine_host_stays_responsive_during_a_long_simulation(tmp_path: Path) -
 
     worst_gap, state = asyncio.run(scenario())
     assert state is S.COMPLETED
-    assert worst_gap < 0.5, f"event loop froze for {worst_gap:.2f} s"
+    # Run in the loop's process, the three circuits would hold the GIL for about 3 s at once;
+    # the bound leaves room for a machine loaded by other test runs (gaps of 0.5-1 s seen).
+    assert worst_gap < 1.5, f"event loop froze for {worst_gap:.2f} s"
 
 
 def test_waiting_caller_runs_big_jobs_in_a_worker_and_small_ones_in_thread(

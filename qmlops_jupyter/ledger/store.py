@@ -9,6 +9,7 @@ in the same transaction that marks a job COMPLETED.
 from __future__ import annotations
 
 import base64
+import functools
 import logging
 import os
 import socket
@@ -35,6 +36,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.elements import ClauseElement
 
 from ..errors import IdempotencyConflict, IllegalTransition, InvalidRequest, JobNotFound
 from ..models import CircuitInfo, JobEvent, JobPage, JobRecord, JobResult
@@ -82,6 +84,40 @@ _HOLDING = or_(
 _IN_FLIGHT_ONE = select(func.count()).where(jobs.c.backend == bindparam("backend"), _HOLDING)
 _IN_FLIGHT_ALL = select(jobs.c.backend, func.count()).where(_HOLDING).group_by(jobs.c.backend)
 _INSERT_EVENT = insert(events)
+
+
+@functools.lru_cache(maxsize=256)
+def _transition_statement(
+    new: JobState, field_names: tuple[str, ...], fenced: bool, pid_guard: bool
+) -> Any:
+    """The compare-and-set UPDATE of a transition to ``new`` setting ``field_names`` too,
+    built once per shape. Parameters: ``_id``, ``_old``, ``_new``, ``_now``, ``_holder`` (when
+    ``fenced``: the lease holder it must have), ``_pid`` (with ``pid_guard``: a provider job
+    id is set at most once) and ``_f_<field>`` per field. Returns backend, owner, lineage."""
+    now = bindparam("_now")
+    values: dict[str, Any] = {
+        "state": bindparam("_new"),
+        "updated_at": now,
+        "version": jobs.c.version + 1,
+        **{name: bindparam(f"_f_{name}", type_=jobs.c[name].type) for name in field_names},
+    }
+    if new in TERMINAL_STATES:
+        values.update(
+            finished_at=now, lease_holder=None, lease_expires_at=None, next_attempt_at=None
+        )
+    # First submission and first start are kept through re-runs after a crash.
+    if new is JobState.SUBMITTING and "submitted_at" not in values:
+        values["submitted_at"] = func.coalesce(jobs.c.submitted_at, now)
+    if new is JobState.RUNNING and "started_at" not in values:
+        values["started_at"] = func.coalesce(jobs.c.started_at, now)
+    stmt = update(jobs).where(jobs.c.id == bindparam("_id"), jobs.c.state == bindparam("_old"))
+    if fenced:
+        stmt = stmt.where(jobs.c.lease_holder == bindparam("_holder"))
+    if pid_guard:
+        stmt = stmt.where(
+            or_(jobs.c.provider_job_id.is_(None), jobs.c.provider_job_id == bindparam("_pid"))
+        )
+    return stmt.values(**values).returning(jobs.c.backend, jobs.c.owner, jobs.c.lineage)
 
 
 def normalise_url(url: str) -> str:
@@ -524,36 +560,24 @@ class Ledger:
         if not is_legal(old, new):
             raise IllegalTransition(f"job {job_id}: {old.value} -> {new.value} is not allowed")
         now = self.clock()
-        values: dict[str, Any] = {
-            "state": new.value,
-            "updated_at": now,
-            "version": jobs.c.version + 1,
-            **fields,
+        if any(isinstance(v, ClauseElement) for v in fields.values()):
+            raise TypeError("transition fields must be plain values")
+        pid_guard = fields.get("provider_job_id") is not None
+        stmt = _transition_statement(new, tuple(sorted(fields)), holder is not None, pid_guard)
+        params = {
+            "_id": job_id,
+            "_old": old.value,
+            "_new": new.value,
+            "_now": now,
+            "_holder": holder,
+            **{f"_f_{name}": value for name, value in fields.items()},
         }
-        if new in TERMINAL_STATES:
-            values.update(
-                finished_at=now, lease_holder=None, lease_expires_at=None, next_attempt_at=None
-            )
-        # First submission and first start are kept through re-runs after a crash.
-        if new is JobState.SUBMITTING and "submitted_at" not in values:
-            values["submitted_at"] = func.coalesce(jobs.c.submitted_at, now)
-        if new is JobState.RUNNING and "started_at" not in values:
-            values["started_at"] = func.coalesce(jobs.c.started_at, now)
-        stmt = update(jobs).where(jobs.c.id == job_id, jobs.c.state == old.value)
-        if holder is not None:
-            stmt = stmt.where(jobs.c.lease_holder == holder)
-        if fields.get("provider_job_id") is not None:
-            # A provider job id is set at most once.
-            stmt = stmt.where(
-                or_(
-                    jobs.c.provider_job_id.is_(None),
-                    jobs.c.provider_job_id == fields["provider_job_id"],
-                )
-            )
-        row = conn.execute(stmt.values(**values).returning(jobs.c.backend, jobs.c.owner)).first()
+        if pid_guard:
+            params["_pid"] = fields["provider_job_id"]
+        row = conn.execute(stmt, params).first()
         if row is None:
             return None
-        changed = Changed(row.backend, row.owner, now)
+        changed = Changed(row.backend, row.owner, now, row.lineage)
         conn.execute(
             _INSERT_EVENT,
             {
@@ -617,9 +641,7 @@ class Ledger:
                     "created_at": changed.at,
                 },
             )
-            lineage = conn.execute(
-                select(jobs.c.lineage).where(jobs.c.id == job_id)
-            ).scalar_one_or_none()
+            lineage = changed.lineage
             if lineage:
                 from ..tracking.outbox import job_outbox_row
 
@@ -934,6 +956,8 @@ class Changed(NamedTuple):
     backend: str
     owner: str
     at: datetime
+    #: The job's lineage (set when it is tracked: its completion goes to the outbox).
+    lineage: Any = None
 
 
 def _owner_of(job_id: str) -> Any:
