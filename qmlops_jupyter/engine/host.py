@@ -51,6 +51,7 @@ class Engine:
         tracking: Any = None,
         tracking_every: float = 1.0,
         on_step: Callable[[], None] | None = None,
+        warm_up_delay: float = 0.0,
     ) -> None:
         self.ledger = ledger
         self.registry = registry
@@ -80,6 +81,12 @@ class Engine:
         #: Called (in a worker thread) after each step the engine takes on a job: a host that
         #: reports changes (the server's event pump) looks at once instead of at its next poll.
         self.on_step = on_step
+        #: Seconds to wait before warming up the local backends (starting their worker
+        #: processes, which import the simulator): a host that has just started (a Jupyter
+        #: server answering its first requests) keeps its CPUs meanwhile.
+        self.warm_up_delay = warm_up_delay
+        self._warming: asyncio.Task[None] | None = None
+        self._warm_started = False
         self._tracking_task: asyncio.Task[None] | None = None
         self.workers = workers or max(4, sum(self._limits().values()))
         self.last_tick: float | None = None
@@ -113,8 +120,9 @@ class Engine:
         # Load the local backends' SDKs now, in one thread: Qiskit's package does not survive
         # being imported for the first time by several worker threads at once.
         local = await loop.run_in_executor(self._executor, self._local_backends)
-        if self.driver.isolate_local:
-            self._warming = loop.run_in_executor(self._executor, self._warm_up, local)
+        if self.driver.isolate_local and local:
+            self._warm_started = False
+            self._warming = asyncio.create_task(self._warm_up_later(local), name="qmlops-warm-up")
         self._open_wake_socket(loop)
         self._task = asyncio.create_task(self._main(), name="qmlops-engine")
         if self.tracking is not None:
@@ -142,12 +150,15 @@ class Engine:
             await self._task
         if self._inflight:
             await asyncio.wait(list(self._inflight.values()), timeout=grace)
-        warming = getattr(self, "_warming", None)
+        warming = self._warming
         if warming is not None and not warming.done():
-            # Let the backends' warm-up finish: its SDK imports cannot be interrupted, and an
+            if not self._warm_started:
+                warming.cancel()  # still waiting for its delay: nothing to interrupt
+            # Let a warm-up under way finish: its SDK imports cannot be interrupted, and an
             # executor shut down under them logs tracebacks.
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(warming), timeout=2)
+        self._warming = None
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self._release_all)
         if self.driver.isolate_local:
@@ -193,6 +204,15 @@ class Engine:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.tick)
+
+    async def _warm_up_later(self, local: list[Any]) -> None:
+        if self.warm_up_delay > 0:
+            await asyncio.sleep(self.warm_up_delay)
+        if self._stopping:
+            return
+        self._warm_started = True
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._warm_up, local)
 
     async def _send_tracking(self) -> None:
         """Send the tracking outbox (every owner's) on its own schedule, apart from the job

@@ -62,6 +62,13 @@ class QmlopsApp(ExtensionApp):
     )
     engine_tick = Float(1.0, config=True, help="Seconds between the engine's looks at the ledger.")
     lease_ttl = Float(30.0, config=True, help="Seconds a job lease lasts without renewal.")
+    warm_up_delay = Float(
+        3.0,
+        config=True,
+        help="Seconds after start before the engine starts the local simulators' worker "
+        "processes (they import the simulator on every CPU; the server answers its first "
+        "requests meanwhile). Small jobs never wait for them.",
+    )
     events_interval = Float(
         0.1, config=True, help="Seconds between looks for new job transitions (events, metrics)."
     )
@@ -164,6 +171,7 @@ class QmlopsApp(ExtensionApp):
                 vault=self.client.vault,
                 tracking=tracking if tracking.config.enabled else None,
                 on_step=self.events.poke,
+                warm_up_delay=self.warm_up_delay,
             )
             await self.engine.start()
         await self.events.start()
