@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchlib import BELL_QASM2 as BELL
 from benchlib import BenchResult, Row, log, median, percentile, summary
 
 TARGET_LOAD_MS = 300.0
@@ -73,10 +74,6 @@ with _contextlib.redirect_stdout(_io.StringIO()):
 print(_json.dumps({{"s": _dt}}))
 """
 
-BELL = (
-    'OPENQASM 2.0;\ninclude "qelib1.inc";\nqreg q[2];\ncreg c[2];\nh q[0];\ncx q[0],q[1];\n'
-    "measure q -> c;\n"
-)
 FIRST_USES = {
     "help": 'get_ipython().run_line_magic("qmlops", "help")',
     "jobs": 'get_ipython().run_line_magic("qmlops", "jobs")',

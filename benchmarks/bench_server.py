@@ -57,6 +57,9 @@ from pathlib import Path
 from typing import Any
 
 from benchlib import (
+    BELL_QASM2 as BELL,
+)
+from benchlib import (
     RESULTS,
     BenchResult,
     Row,
@@ -78,15 +81,6 @@ SHOTS = 1000
 API = "/qmlops/api/v1"
 JOB_STATUS = "https://events.qmlops-jupyter.dev/job_status/v1"
 BENCH = "6 server"
-
-BELL = """OPENQASM 2.0;
-include "qelib1.inc";
-qreg q[2];
-creg c[2];
-h q[0];
-cx q[0],q[1];
-measure q -> c;
-"""
 
 
 # -- a real jupyter server ---------------------------------------------------------------------

@@ -39,6 +39,9 @@ from pathlib import Path
 from typing import Any
 
 from benchlib import (
+    BELL_QASM2 as BELL,
+)
+from benchlib import (
     BenchResult,
     Row,
     log,
@@ -54,15 +57,6 @@ WARMUP = 10
 SHOTS = 1000
 EXPERIMENT = "bench-tracking"
 BENCH = "5 tracking"
-
-BELL = """OPENQASM 2.0;
-include "qelib1.inc";
-qreg q[2];
-creg c[2];
-h q[0];
-cx q[0],q[1];
-measure q -> c;
-"""
 
 
 def _client(base: Path, label: str, *, tracking: bool, sender: bool = True) -> Any:

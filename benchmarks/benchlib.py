@@ -66,6 +66,17 @@ class BenchResult:
 # -- statistics ------------------------------------------------------------------------------
 
 
+#: The benchmarks' small job: a Bell pair in OpenQASM 2 (what a client sends over REST).
+BELL_QASM2 = """OPENQASM 2.0;
+include "qelib1.inc";
+qreg q[2];
+creg c[2];
+h q[0];
+cx q[0],q[1];
+measure q -> c;
+"""
+
+
 def median(xs: Sequence[float]) -> float:
     return statistics.median(xs)
 

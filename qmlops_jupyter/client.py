@@ -385,9 +385,10 @@ class Client:
                     )
                     circuits = None
                     if delay is not None and deadline is not None and time.monotonic() >= deadline:
-                        # Let an engine host (or a later wait) carry on from here.
+                        # Let an engine host (or a later wait) carry on from here, now.
                         self.driver.let_go(job.id)
                         self.ledger.release(self.driver.holder, [job.id])
+                        self._notify_engines()
                     # The driver keeps its copy of a job it completed whole; else read it.
                     record = (
                         job if job.state is JobState.COMPLETED else self.ledger.get_job(record.id)

@@ -19,7 +19,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -91,34 +90,13 @@ class JupyterLab(JupyterServer):
         )
         super().__init__(self.folder / "root", environment, self.folder / "server.log")
 
-    def start(self, timeout: float = 120) -> JupyterLab:
-        import subprocess
-
-        cmd = [
-            sys.executable,
-            "-m",
-            "jupyter",
-            "lab",
-            "--no-browser",
-            "--ServerApp.ip=127.0.0.1",
-            f"--ServerApp.port={self.port}",
-            "--ServerApp.port_retries=0",
-            f"--ServerApp.root_dir={self.root}",
-            f"--IdentityProvider.token={self.token}",
-            "--LabApp.expose_app_in_browser=True",
-            # No announcements or update checks: nothing beyond 127.0.0.1 is reachable.
-            "--LabApp.news_url=None",
-            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-        ]
-        if os.geteuid() == 0:
-            cmd.append("--allow-root")
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                cmd, cwd=self.root, env=self.env, stdout=log, stderr=subprocess.STDOUT
-            )
-        self.sessions = []
-        self.wait_ready(timeout)
-        return self
+    app = "lab"
+    extra_args = (
+        "--LabApp.expose_app_in_browser=True",
+        # No announcements or update checks: nothing beyond 127.0.0.1 is reachable.
+        "--LabApp.news_url=None",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+    )
 
     def url(self, notebook: str) -> str:
         """The page of ``notebook`` in a fresh workspace; the token becomes the login cookie."""

@@ -15,7 +15,8 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -45,6 +46,16 @@ qreg q[2];
 creg c[2];
 h q[0];
 cx q[0],q[1];
+measure q -> c;
+"""
+
+GHZ3_QASM2 = """OPENQASM 2.0;
+include "qelib1.inc";
+qreg q[3];
+creg c[3];
+h q[0];
+cx q[0],q[1];
+cx q[1],q[2];
 measure q -> c;
 """
 
@@ -373,6 +384,19 @@ def jupyter_env(home: Any, scratch: Any, **extra: str) -> dict[str, str]:
     return env
 
 
+@contextmanager
+def running_server(scratch: Any) -> Iterator[tuple[JupyterServer, Any]]:
+    """A real ``jupyter server`` on ``scratch/home`` (QMLOPS_HOME; tracking off) for a test
+    module, stopped (with every kernel it started) at the end; yields it and its home."""
+    home = scratch / "home"
+    server = JupyterServer(scratch / "root", jupyter_env(home, scratch), scratch / "server.log")
+    try:
+        server.start()
+        yield server, home
+    finally:
+        server.stop()
+
+
 class JupyterServer:
     """A real ``jupyter server`` process (the qmlops extension is enabled on install) on
     127.0.0.1 with token auth, spoken to as JupyterLab does: REST, a kernel's websocket, the
@@ -395,18 +419,23 @@ class JupyterServer:
         #: Process ids of the kernels started through :meth:`start_session`.
         self.kernel_pids: list[int] = []
 
+    #: The jupyter subcommand started (``lab`` for JupyterLab), and its own extra options.
+    app = "server"
+    extra_args: tuple[str, ...] = ()
+
     def start(self, timeout: float = 120) -> JupyterServer:
         cmd = [
             sys.executable,
             "-m",
             "jupyter",
-            "server",
+            self.app,
             "--no-browser",
             "--ServerApp.ip=127.0.0.1",
             f"--ServerApp.port={self.port}",
             "--ServerApp.port_retries=0",
             f"--ServerApp.root_dir={self.root}",
             f"--IdentityProvider.token={self.token}",
+            *self.extra_args,
         ]
         if os.geteuid() == 0:
             cmd.append("--allow-root")

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from qmlops_testing import BELL_QASM2, JupyterServer, jupyter_env, slow_circuits, wait_for
+from qmlops_testing import BELL_QASM2, JupyterServer, running_server, slow_circuits, wait_for
+from qmlops_testing import GHZ3_QASM2 as GHZ3
 
 from qmlops_jupyter.client import Client
 from qmlops_jupyter.config import Settings
@@ -32,16 +33,6 @@ from qmlops_jupyter.notebook.widgets import (
 )
 from qmlops_jupyter.remote import RemoteClient, ServerUnavailable
 from qmlops_jupyter.states import JobState
-
-GHZ3 = """OPENQASM 2.0;
-include "qelib1.inc";
-qreg q[3];
-creg c[3];
-h q[0];
-cx q[0],q[1];
-cx q[1],q[2];
-measure q -> c;
-"""
 
 FORM_JS = Path(widgets.__file__).with_name("credential_form.js")
 
@@ -281,14 +272,9 @@ def test_monitor_arguments_are_checked(client: Client) -> None:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[JupyterServer, Path]]:
-    scratch = tmp_path_factory.mktemp("widgets-server")
-    home = scratch / "home"
-    server = JupyterServer(scratch / "root", jupyter_env(home, scratch), scratch / "server.log")
-    try:
-        server.start()
-        yield server, home
-    finally:
-        server.stop()
+    """One server (QMLOPS_HOME in a temporary folder, tracking off) for the module's tests."""
+    with running_server(tmp_path_factory.mktemp("widgets-server")) as served:
+        yield served
 
 
 @pytest.mark.slow

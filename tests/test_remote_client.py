@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from qmlops_testing import BELL_QASM2, JupyterServer, free_port, jupyter_env
+from qmlops_testing import BELL_QASM2, JupyterServer, free_port, jupyter_env, running_server
 
 from qmlops_jupyter.client import Client
 from qmlops_jupyter.config import Settings
@@ -119,14 +119,8 @@ def _events(home: Path, job_id: str) -> tuple[Any, list[Any]]:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[JupyterServer, Path]]:
     """One server (QMLOPS_HOME in a temporary folder, tracking off) for the module's tests."""
-    scratch = tmp_path_factory.mktemp("remote")
-    home = scratch / "home"
-    server = JupyterServer(scratch / "root", jupyter_env(home, scratch), scratch / "server.log")
-    try:
-        server.start()
-        yield server, home
-    finally:
-        server.stop()
+    with running_server(tmp_path_factory.mktemp("remote")) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")

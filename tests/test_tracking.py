@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from qmlops_testing import BELL_QASM2, QMLOPS, MlflowServer, free_port, wait_for
+from qmlops_testing import GHZ3_QASM2 as GHZ3
 
 from qmlops_jupyter import profile, track
 from qmlops_jupyter.client import Client
@@ -21,16 +22,6 @@ from qmlops_jupyter.config import Settings
 from qmlops_jupyter.errors import ConfigError
 from qmlops_jupyter.states import JobState
 from qmlops_jupyter.tracking.outbox import pending
-
-GHZ3 = """OPENQASM 2.0;
-include "qelib1.inc";
-qreg q[3];
-creg c[3];
-h q[0];
-cx q[0],q[1];
-cx q[1],q[2];
-measure q -> c;
-"""
 
 
 def mlflow_client(uri: str) -> Any:

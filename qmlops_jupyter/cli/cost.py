@@ -100,23 +100,6 @@ def budget_remove(backend: str | None) -> None:
 
 
 def _show(statuses: Sequence[BudgetStatus]) -> None:
-    rows = [["BACKEND", "LIMIT", "PERIOD", "USED", "REMAINING"]]
-    for s in statuses:
-        scope = "all" if s.backend == "*" else s.backend
-        if s.shots_per_day is not None:
-            lim = s.shots_per_day
-            rows.append(
-                [scope, f"{lim.limit:g} shots", "day", f"{lim.used:g}", f"{lim.remaining:g}"]
-            )
-        if s.usd_per_month is not None:
-            lim = s.usd_per_month
-            rows.append(
-                [
-                    scope,
-                    f"${lim.limit:,.2f}",
-                    "month",
-                    f"${lim.used:,.2f}",
-                    f"${lim.remaining:,.2f}",
-                ]
-            )
-    _table(rows)
+    from ..cost.budgets import BUDGET_COLUMNS, budget_rows
+
+    _table([list(BUDGET_COLUMNS), *budget_rows(statuses)])

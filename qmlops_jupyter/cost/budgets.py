@@ -15,6 +15,7 @@ provider reported one, else its estimate.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -129,6 +130,35 @@ _BUDGETS_OF = (
     )
     .order_by(budgets.c.backend)
 )
+
+
+#: Columns of :func:`budget_rows`.
+BUDGET_COLUMNS = ("BACKEND", "LIMIT", "PERIOD", "USED", "REMAINING")
+
+
+def budget_rows(statuses: Sequence[BudgetStatus]) -> list[list[str]]:
+    """Budgets as table rows (``BUDGET_COLUMNS``), one per limit: what ``qmlops budget show``
+    and ``%qmlops budget`` print."""
+    rows = []
+    for s in statuses:
+        scope = "all" if s.backend == ALL_BACKENDS else s.backend
+        if s.shots_per_day is not None:
+            lim = s.shots_per_day
+            rows.append(
+                [scope, f"{lim.limit:g} shots", "day", f"{lim.used:g}", f"{lim.remaining:g}"]
+            )
+        if s.usd_per_month is not None:
+            lim = s.usd_per_month
+            rows.append(
+                [
+                    scope,
+                    f"${lim.limit:,.2f}",
+                    "month",
+                    f"${lim.used:,.2f}",
+                    f"${lim.remaining:,.2f}",
+                ]
+            )
+    return rows
 
 
 def check_budgets(

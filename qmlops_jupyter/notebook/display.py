@@ -91,7 +91,8 @@ def _h(value: Any) -> str:
     return escape(_clean(value), quote=True)
 
 
-def _duration(seconds: float) -> str:
+def duration_text(seconds: float) -> str:
+    """Seconds as people read them: ``3.21 s``, ``4 min 5 s``, ``2 h 10 min``, ``3 d 4 h``."""
     seconds = max(0.0, seconds)
     if seconds < 10:
         return f"{seconds:.2f} s"
@@ -107,23 +108,25 @@ def _duration(seconds: float) -> str:
     return f"{days} d {hours} h"
 
 
-def _aware(moment: datetime) -> datetime:
+def aware(moment: datetime) -> datetime:
+    """``moment`` with a time zone (the ledger's naive times are UTC)."""
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _when(moment: datetime | None) -> str:
     if moment is None:
         return "-"
-    return _aware(moment).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return aware(moment).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def elapsed(record: JobRecord, now: datetime | None = None) -> float:
     """Seconds from the job's creation to its end (or to ``now``, while it is not finished)."""
     end = record.finished_at or now or datetime.now(UTC)
-    return (_aware(end) - _aware(record.created_at)).total_seconds()
+    return (aware(end) - aware(record.created_at)).total_seconds()
 
 
-def _money(usd: float) -> str:
+def money_text(usd: float) -> str:
+    """USD as shown with jobs: ``free``, ``$1.23``, ``$0.0012``."""
     if usd == 0:
         return "free"
     return f"${usd:,.2f}" if usd >= 0.01 else f"${usd:.4f}"
@@ -132,9 +135,9 @@ def _money(usd: float) -> str:
 def cost_text(record: JobRecord) -> str:
     """What the job costs: the provider's figure when it gave one, else the estimate."""
     if record.actual_cost_usd is not None:
-        return _money(record.actual_cost_usd)
+        return money_text(record.actual_cost_usd)
     if record.estimated_cost_usd is not None:
-        money = _money(record.estimated_cost_usd)
+        money = money_text(record.estimated_cost_usd)
         return money if money == "free" else f"~{money} (estimate)"
     return "-"
 
@@ -143,11 +146,14 @@ def _state(record: JobRecord) -> str:
     return getattr(record.state, "value", str(record.state))
 
 
-def state_chip(state: str) -> str:
-    """A job state as a small coloured label (outlined, so it reads on light and dark)."""
+def state_chip(state: str, title: str | None = None) -> str:
+    """A job state as a small coloured label (outlined, so it reads on light and dark);
+    ``title`` (an error, say) shows on hover."""
     colour = STATE_COLOURS.get(state, _MUTED)
+    hover = f' title="{_h(title)}"' if title else ""
     return (
-        f'<span class="qmlops-state qmlops-state-{_h(state.lower())}" '
+        f'<span class="qmlops-state qmlops-state-{_h(state.lower())}" data-state="{_h(state)}"'
+        f"{hover} "
         f'style="display:inline-block;padding:0 6px;border:1px solid {colour};'
         f"border-radius:9px;color:{colour};font-size:0.85em;font-weight:600;"
         f'line-height:1.5;white-space:nowrap">{_h(state)}</span>'
@@ -210,7 +216,7 @@ def _job_fields(record: JobRecord) -> list[tuple[str, str]]:
     fields.append(("created", _when(record.created_at)))
     if record.finished_at is not None:
         fields.append(("finished", _when(record.finished_at)))
-    fields.append(("elapsed", _duration(elapsed(record))))
+    fields.append(("elapsed", duration_text(elapsed(record))))
     if record.queue_position is not None:
         fields.append(("queue position", str(record.queue_position)))
     fields.append(("cost", cost_text(record)))
@@ -300,7 +306,7 @@ class JobList(list):  # type: ignore[type-arg]
                         record.backend,
                         _state(record),
                         "" if record.queue_position is None else str(record.queue_position),
-                        _duration(elapsed(record, now)),
+                        duration_text(elapsed(record, now)),
                         cost_text(record),
                     ],
                 )

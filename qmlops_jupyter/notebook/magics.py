@@ -704,19 +704,10 @@ class QmlopsMagics(Magics):
         return Rich(text, html_table(["", ""], rows, caption=f"Estimate: {header}"))
 
     def _cmd_budget(self, args: argparse.Namespace, cell: str) -> Any:
-        statuses = self.client().budgets()
-        header = ["BACKEND", "LIMIT", "PERIOD", "USED", "REMAINING"]
-        rows = []
-        for s in statuses:
-            scope = "all" if s.backend == "*" else s.backend
-            if s.shots_per_day is not None:
-                lim = s.shots_per_day
-                rows.append(
-                    [scope, f"{lim.limit:g} shots", "day", f"{lim.used:g}", f"{lim.remaining:g}"]
-                )
-            if s.usd_per_month is not None:
-                lim = s.usd_per_month
-                rows.append([scope, _usd(lim.limit), "month", _usd(lim.used), _usd(lim.remaining)])
+        from ..cost.budgets import BUDGET_COLUMNS, budget_rows
+
+        header = list(BUDGET_COLUMNS)
+        rows = budget_rows(self.client().budgets())
         if not rows:
             note = (
                 "no budgets (set one with: qmlops budget set --shots-per-day N --usd-per-month X)"

@@ -36,7 +36,7 @@ import traitlets
 from ..errors import InvalidRequest, one_line
 from ..models import JobRecord, JobResult
 from ..states import JobState
-from .display import STATE_COLOURS
+from .display import aware, duration_text, elapsed, money_text, state_chip
 
 __all__ = [
     "BackendPicker",
@@ -76,32 +76,6 @@ def _problem(exc: BaseException) -> str:
     return text if len(text) <= 240 else text[:239] + "…"
 
 
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours} h {minutes:02d} min"
-    return f"{hours // 24} d {hours % 24} h"
-
-
-def _money(usd: float | None) -> str:
-    if usd is None:
-        return "—"
-    if usd == 0:
-        return "free"
-    return f"${usd:,.2f}" if usd >= 0.01 else f"${usd:.4f}"
-
-
 # -- JobMonitor ----------------------------------------------------------------------------------
 
 #: Columns of the monitor: name (and id), backend, state, queue, elapsed, cost.
@@ -121,9 +95,7 @@ def job_row(record: JobRecord, now: datetime | None = None) -> dict[str, Any]:
     """A job as a :class:`JobMonitor` row: id, name, backend, state, queue_position, eta,
     elapsed (seconds since it was created, until it finished) and cost_usd (what the provider
     charged, else the estimate)."""
-    now = now or datetime.now(UTC)
-    end = _aware(record.finished_at) if record.finished_at else now
-    elapsed = max(0.0, (end - _aware(record.created_at)).total_seconds())
+    seconds = max(0.0, elapsed(record, now or datetime.now(UTC)))
     cost = record.actual_cost_usd if record.actual_cost_usd is not None else None
     if cost is None:
         cost = record.estimated_cost_usd
@@ -134,23 +106,9 @@ def job_row(record: JobRecord, now: datetime | None = None) -> dict[str, Any]:
         "state": record.state.value,
         "queue_position": record.queue_position,
         "eta": _eta(record),
-        "elapsed": elapsed,
+        "elapsed": seconds,
         "cost_usd": cost,
     }
-
-
-def _state_chip(record: JobRecord) -> str:
-    """The state as the job displays draw it (outlined in the state's colour), with the
-    state and any error as attributes."""
-    state = record.state.value
-    colour = STATE_COLOURS.get(state, _MUTED)
-    title = f' title="{escape(record.error)}"' if record.error else ""
-    return (
-        f'<span class="qmlops-state qmlops-state-{state.lower()}" data-state="{state}"{title} '
-        f'style="display:inline-block;padding:0 6px;border:1px solid {colour};'
-        f"border-radius:9px;color:{colour};font-size:0.85em;font-weight:600;"
-        f'line-height:1.5;white-space:nowrap">{state}</span>'
-    )
 
 
 def _row_html(record: JobRecord, now: datetime) -> str:
@@ -161,7 +119,7 @@ def _row_html(record: JobRecord, now: datetime) -> str:
         queue = f"#{row['queue_position']}"
     if row["eta"] and not record.terminal:
         queue += f'<br><span style="color:{_MUTED}">ETA {escape(row["eta"][:19])}</span>'
-    cost = _money(row["cost_usd"])
+    cost = "—" if row["cost_usd"] is None else money_text(row["cost_usd"])
     if record.actual_cost_usd is None and record.estimated_cost_usd:
         cost = f'<span title="estimated before submission">≈ {cost}</span>'
     return (
@@ -173,9 +131,9 @@ def _row_html(record: JobRecord, now: datetime) -> str:
         f'<code class="qmlops-job-id" style="color:{_MUTED};font-size:11px">{record.id}</code>'
         f"</span>"
         f'<span class="qmlops-job-backend">{escape(record.backend)}</span>'
-        f"<span>{_state_chip(record)}</span>"
+        f"<span>{state_chip(record.state.value, record.error)}</span>"
         f'<span class="qmlops-job-queue">{queue}</span>'
-        f'<span class="qmlops-job-elapsed">{_duration(row["elapsed"])}</span>'
+        f'<span class="qmlops-job-elapsed">{duration_text(row["elapsed"])}</span>'
         f'<span class="qmlops-job-cost">{cost}</span>'
         "</div>"
     )
@@ -551,7 +509,7 @@ class JobMonitor(widgets.VBox):
             if known is not None:
                 if known.terminal and not record.terminal:
                     continue
-                if _aware(record.updated_at) < _aware(known.updated_at):
+                if aware(record.updated_at) < aware(known.updated_at):
                     continue
                 # The same row read twice: the copy an event moved may be ahead.
                 if record.updated_at == known.updated_at and _rank(known.state) > _rank(
@@ -562,7 +520,7 @@ class JobMonitor(widgets.VBox):
             if record.id not in self._order:
                 self._order.append(record.id)
         if self._follow_recent:
-            self._order.sort(key=lambda i: _aware(self._records[i].created_at), reverse=True)
+            self._order.sort(key=lambda i: aware(self._records[i].created_at), reverse=True)
             for gone in self._order[self.limit :]:
                 self._records.pop(gone, None)
                 view = self._views.pop(gone, None)

@@ -108,7 +108,6 @@ class QmlopsApp(ExtensionApp):
         self.kernel_token = secrets.token_urlsafe(32)
         #: Ledger changes from this moment on are emitted as events (see EventPump).
         self.started_at = datetime.now(UTC)
-        self._tasks: list[asyncio.Task[Any]] = []
         from .events import EventPump, register_schemas
         from .metrics import Metrics
 

@@ -35,8 +35,9 @@ class EventPump:
         self.last_seq: int | None = None
         self.last_poll: float | None = None
         self._task: asyncio.Task[None] | None = None
-        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
-        self._row_waiters: list[asyncio.Future[None]] = []
+        #: Futures resolved by the pump: per job id (its next transition), and under ``None``
+        #: (any new row of the owner's).
+        self._waiters: dict[str | None, list[asyncio.Future[None]]] = {}
         self._wake: asyncio.Event | None = None
         self._event_loop: asyncio.AbstractEventLoop | None = None
 
@@ -62,20 +63,7 @@ class EventPump:
 
     async def wait_for_change(self, job_id: str, timeout: float) -> bool:
         """Until the job's next transition is seen (True) or ``timeout`` seconds (False)."""
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-        self._waiters.setdefault(job_id, []).append(fut)
-        try:
-            await asyncio.wait_for(fut, timeout)
-            return True
-        except TimeoutError:
-            return False
-        finally:
-            waiting = self._waiters.get(job_id)
-            if waiting is not None and fut in waiting:
-                waiting.remove(fut)
-                if not waiting:
-                    self._waiters.pop(job_id, None)
+        return await self._wait(job_id, timeout)
 
     async def wait_for_rows(self, seen: int | None, timeout: float) -> bool:
         """Until the pump has read a row of the owner's past ``seen`` (True), or ``timeout``
@@ -83,17 +71,27 @@ class EventPump:
         at the ledger itself, so a row the pump read in between is not waited for again."""
         if self.last_seq is not None and seen is not None and self.last_seq > seen:
             return True
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-        self._row_waiters.append(fut)
+        return await self._wait(None, timeout)
+
+    async def _wait(self, key: str | None, timeout: float) -> bool:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(key, []).append(fut)
         try:
             await asyncio.wait_for(fut, timeout)
             return True
         except TimeoutError:
             return False
         finally:
-            if fut in self._row_waiters:
-                self._row_waiters.remove(fut)
+            waiting = self._waiters.get(key)
+            if waiting is not None and fut in waiting:
+                waiting.remove(fut)
+                if not waiting:
+                    self._waiters.pop(key, None)
+
+    def _resolve(self, key: str | None) -> None:
+        for fut in self._waiters.pop(key, []):
+            if not fut.done():
+                fut.set_result(None)
 
     # -- the pump ---------------------------------------------------------------------------------
 
@@ -144,11 +142,7 @@ class EventPump:
 
     def _dispatch(self, row: dict[str, Any]) -> None:
         self.app.metrics.observe_event(row)
-        if self._row_waiters:
-            waiting, self._row_waiters = self._row_waiters, []
-            for fut in waiting:
-                if not fut.done():
-                    fut.set_result(None)
+        self._resolve(None)
         if row["kind"] != "transition":
             return
         from ..models import job_status
@@ -158,6 +152,4 @@ class EventPump:
             self.app.serverapp.event_logger.emit(schema_id=JOB_STATUS, data=data)
         except Exception:
             self.app.log.warning("qmlops: emitting a job event failed", exc_info=True)
-        for fut in self._waiters.pop(row["job_id"], []):
-            if not fut.done():
-                fut.set_result(None)
+        self._resolve(row["job_id"])

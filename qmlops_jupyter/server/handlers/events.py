@@ -11,7 +11,6 @@ by a timer) or, empty, after S seconds. Another owner's jobs are never read.
 from __future__ import annotations
 
 import asyncio
-import math
 from typing import Any
 
 from jupyter_server.auth.decorator import authorized
@@ -19,7 +18,7 @@ from tornado import web
 
 from ...errors import InvalidRequest
 from .base import API, QmlopsHandler
-from .jobs import given
+from .jobs import given, wait_seconds
 
 #: Longest ``?wait=`` the route accepts, in seconds (under common proxies' idle timeouts).
 MAX_WAIT = 30.0
@@ -31,20 +30,6 @@ PAGE = 500
 RECHECK = 1.0
 #: Largest ``after`` (a 64-bit sequence number).
 MAX_SEQ = 2**63 - 1
-
-
-def _wait(handler: QmlopsHandler) -> float:
-    given(handler, "wait")
-    raw = handler.query("wait")
-    if raw is None:
-        return 0.0
-    try:
-        seconds = float(raw)
-    except ValueError:
-        raise InvalidRequest(f"wait must be a number of seconds, not {raw!r}") from None
-    if not (math.isfinite(seconds) and 0 <= seconds <= MAX_WAIT):
-        raise InvalidRequest(f"wait must be between 0 and {MAX_WAIT:g} seconds")
-    return seconds
 
 
 def _job_ids(handler: QmlopsHandler) -> list[str] | None:
@@ -66,7 +51,7 @@ class EventsHandler(QmlopsHandler):
     @authorized
     async def get(self) -> None:
         given(self, "after")
-        wait = _wait(self)
+        wait = wait_seconds(self, MAX_WAIT, zero=True) or 0.0
         job_ids = _job_ids(self)
         ledger = self.client.ledger
         if self.query("after") is None:

@@ -86,7 +86,6 @@ def _not_started(app: Any) -> dict[str, Any]:
 
 
 def _tracking(client: Any) -> dict[str, Any]:
-    from ..._version import __version__  # noqa: F401  (cheap import check)
     from ...tracking.outbox import pending
 
     cfg = client.tracking.config

@@ -52,8 +52,11 @@ def given(handler: QmlopsHandler, *names: str) -> None:
             raise InvalidRequest(f"{name} is empty")
 
 
-def wait_seconds(handler: QmlopsHandler) -> float | None:
-    """``?wait=S`` as seconds (0 < S <= 300), or None when not asked."""
+def wait_seconds(
+    handler: QmlopsHandler, maximum: float = MAX_WAIT, *, zero: bool = False
+) -> float | None:
+    """``?wait=S`` as seconds (0 < S <= ``maximum``; 0 too with ``zero``), or None when not
+    asked."""
     given(handler, "wait")
     raw = handler.query("wait")
     if raw is None:
@@ -62,8 +65,10 @@ def wait_seconds(handler: QmlopsHandler) -> float | None:
         seconds = float(raw)
     except ValueError:
         raise InvalidRequest(f"wait must be a number of seconds, not {raw!r}") from None
-    if not (math.isfinite(seconds) and 0 < seconds <= MAX_WAIT):
-        raise InvalidRequest(f"wait must be more than 0 and at most {MAX_WAIT:g} seconds")
+    above_low = seconds >= 0 if zero else seconds > 0
+    if not (math.isfinite(seconds) and above_low and seconds <= maximum):
+        low = "between 0 and" if zero else "more than 0 and at most"
+        raise InvalidRequest(f"wait must be {low} {maximum:g} seconds")
     return seconds
 
 
@@ -154,9 +159,9 @@ def _submit(client: Any, submit: Any, backend: str, wait: float | None) -> tuple
     A caller that waits on a local simulator gets the job run at once in this (API) thread,
     as an in-process ``submit(wait=True)`` would: leased to this server from the moment it is
     recorded, so nobody else runs it, and answered from the record the driver finished (a big
-    job still goes to a worker process). Past ``wait`` seconds, the job is left to the engine
-    (woken now) and answered as it stands. Anything else is recorded and left to the engine,
-    woken at once."""
+    job still goes to a worker process). Past ``wait`` seconds, the wait lets the job go to
+    the engine (and wakes it), and the job is answered as it stands. Anything else is recorded
+    and left to the engine, woken at once."""
     from ...errors import QmlopsError, WaitTimeout
 
     try:
@@ -167,8 +172,7 @@ def _submit(client: Any, submit: Any, backend: str, wait: float | None) -> tuple
         return submit(wait=False), False
     try:
         return submit(wait=True, wait_timeout=wait), True
-    except WaitTimeout as timed_out:
-        client._notify_engines()
+    except WaitTimeout as timed_out:  # the job was let go, and the engine told of it
         job = timed_out.job
         job.refresh()
         return job, True
