@@ -100,3 +100,30 @@ export function formatNumber(value: number, digits = 4): string {
 export function shortId(id: string): string {
   return id.slice(0, 8);
 }
+
+/**
+ * How long a QUEUED job may still wait: the median queue time of recent completed jobs on the
+ * same backend (at least three of them), less the time it has waited so far. Null when there
+ * is too little history, or the job is not queued.
+ */
+export function queueEta(
+  job: IJobRecord,
+  recent: readonly IJobRecord[],
+  now: number = Date.now()
+): { seconds: number; samples: number } | null {
+  const waited = queuedSeconds(job, now);
+  if (waited === null) {
+    return null;
+  }
+  const times = recent
+    .filter(other => other.backend === job.backend && other.state === 'COMPLETED')
+    .map(other => other.phases?.queue)
+    .filter((value): value is number => typeof value === 'number' && isFinite(value))
+    .sort((a, b) => a - b);
+  if (times.length < 3) {
+    return null;
+  }
+  const middle = Math.floor(times.length / 2);
+  const median = times.length % 2 ? times[middle] : (times[middle - 1] + times[middle]) / 2;
+  return { seconds: Math.max(0, median - waited), samples: times.length };
+}

@@ -95,7 +95,13 @@ export class JobDetailWidget extends ReactWidget {
             <button
               className="jp-Button jp-mod-styled"
               data-action="open-mlflow"
-              onClick={() => void commands.execute(CommandIDs.openMlflow, { runId: job.mlflow_run_id! })}
+              onClick={() =>
+                void commands.execute(CommandIDs.openMlflow, {
+                  runId: job.mlflow_run_id!,
+                  // The run's page needs its experiment: known when the run is listed.
+                  experimentId: model.runs.data.find(run => run.run_id === job.mlflow_run_id)?.experiment_id ?? ''
+                })
+              }
             >
               {trans.__('Open run in MLflow')}
             </button>

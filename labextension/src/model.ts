@@ -33,8 +33,10 @@ cx q[0], q[1];
 c = measure q;
 `;
 
-/** How many jobs the list shows. */
+/** How many jobs the list shows at first, and how many more each "Show older jobs" adds. */
 export const JOB_LIMIT = 50;
+/** The most the jobs route answers at once. */
+export const MAX_JOBS = 1000;
 
 export interface IModelOptions {
   client: QmlopsClient;
@@ -169,6 +171,17 @@ export class QmlopsModel implements IQmlopsModel {
     ]);
   }
 
+  /** Whether older jobs than those listed exist. */
+  get hasMoreJobs(): boolean {
+    return this._hasMoreJobs;
+  }
+
+  /** List another page of older jobs (up to the API's 1000). */
+  loadMoreJobs(): Promise<void> {
+    this._jobsLimit = Math.min(MAX_JOBS, this._jobsLimit + JOB_LIMIT);
+    return this.refreshJobs();
+  }
+
   async refreshJobs(): Promise<void> {
     const filter = { ...this._filter };
     const ticket = ++this._jobsTicket;
@@ -178,7 +191,7 @@ export class QmlopsModel implements IQmlopsModel {
       const page = await this.client.jobs({
         state: filter.state,
         backend: filter.backend,
-        limit: JOB_LIMIT
+        limit: this._jobsLimit
       });
       if (ticket !== this._jobsTicket) {
         return; // a newer refresh (another filter) answers instead
@@ -187,6 +200,7 @@ export class QmlopsModel implements IQmlopsModel {
         this._track(job);
       }
       this._jobs = { status: 'ready', data: page.jobs, error: null };
+      this._hasMoreJobs = page.next !== null;
     } catch (error) {
       if (ticket === this._jobsTicket) {
         this._jobs = { ...this._jobs, status: 'error', error: describeError(error) };
@@ -406,7 +420,7 @@ export class QmlopsModel implements IQmlopsModel {
     }
     this._jobs = {
       status: this._jobs.status === 'error' ? 'error' : 'ready',
-      data: data.slice(0, JOB_LIMIT),
+      data: data.slice(0, this._jobsLimit),
       error: this._jobs.error
     };
     this._jobChanged.emit(job);
@@ -430,6 +444,8 @@ export class QmlopsModel implements IQmlopsModel {
   private _refreshInterval: number;
   private _poll: Poll;
   private _jobsTicket = 0;
+  private _jobsLimit = JOB_LIMIT;
+  private _hasMoreJobs = false;
   private _ticks = 0;
   private _budgetStale = false;
   private _runsLoading = false;

@@ -23,7 +23,17 @@ import {
   JOB_STATES,
   JobState
 } from './tokens';
-import { elapsedSeconds, formatAgo, formatDuration, formatNumber, formatUsd, jobCost, queuedSeconds, shortId } from './format';
+import {
+  elapsedSeconds,
+  formatAgo,
+  formatDuration,
+  formatNumber,
+  formatUsd,
+  jobCost,
+  queuedSeconds,
+  queueEta,
+  shortId
+} from './format';
 
 /** What the sections need besides the model. */
 export interface ISectionContext {
@@ -526,6 +536,7 @@ function Jobs(props: { context: ISectionContext }): JSX.Element {
           <ul className="jp-qmlops-List" aria-label={trans.__('Jobs')}>
             {jobs.data.map(job => {
               const queued = queuedSeconds(job, now);
+              const eta = queueEta(job, jobs.data, now);
               const cost = jobCost(job);
               const cancelError = cancelling[job.id];
               return (
@@ -563,11 +574,19 @@ function Jobs(props: { context: ISectionContext }): JSX.Element {
                     </span>
                     {cost !== null ? <span className="jp-qmlops-Job-cost">{cost}</span> : null}
                     {job.state === 'QUEUED' ? (
-                      <span className="jp-qmlops-Job-queue">
+                      <span
+                        className="jp-qmlops-Job-queue"
+                        title={
+                          eta
+                            ? trans.__('ETA from the median queue time of %1 recent jobs on %2', eta.samples, job.backend)
+                            : trans.__('Time in the provider queue so far')
+                        }
+                      >
                         {job.queue_position !== null
                           ? trans.__('#%1 in queue', job.queue_position)
                           : trans.__('in queue')}
                         {queued !== null ? ` · ${formatDuration(queued)}` : ''}
+                        {eta ? ` · ${trans.__('ETA ~%1', formatDuration(eta.seconds))}` : ''}
                       </span>
                     ) : null}
                     <span className="jp-qmlops-Spacer" />
@@ -588,6 +607,17 @@ function Jobs(props: { context: ISectionContext }): JSX.Element {
                 </li>
               );
             })}
+            {model.hasMoreJobs ? (
+              <li className="jp-qmlops-More">
+                <button
+                  className="jp-Button jp-mod-styled jp-qmlops-SmallButton"
+                  data-action="more-jobs"
+                  onClick={() => void model.loadMoreJobs().catch(() => undefined)}
+                >
+                  {trans.__('Show older jobs')}
+                </button>
+              </li>
+            ) : null}
           </ul>
         ))}
     </>

@@ -341,6 +341,9 @@ export interface IQmlopsModel {
   readonly budgetUse: number | null;
   /** Whether live events are arriving (false: the list is kept fresh by polling). */
   readonly live: boolean;
+  /** Whether older jobs than those listed exist. */
+  readonly hasMoreJobs: boolean;
+  loadMoreJobs(): Promise<void>;
   setFilter(filter: Partial<IJobFilter>): void;
   refresh(): Promise<void>;
   refreshJobs(): Promise<void>;
