@@ -68,13 +68,15 @@ test-js: venv labextension
 bench: venv
 	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
 
-lint: venv
+lint: venv labextension
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check qmlops_jupyter tests benchmarks
+	$(JLPM) lint:check
 
-format: venv
+format: venv labextension
 	$(BIN)/ruff format qmlops_jupyter tests benchmarks
 	$(BIN)/ruff check --fix .
+	$(JLPM) lint
 
 # Re-pin after changing dependencies: what a fresh machine installs is what was tested.
 lock: venv

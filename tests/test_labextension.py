@@ -68,6 +68,8 @@ def test_the_wheel_ships_the_prebuilt_extension_enabled(wheel: zipfile.ZipFile) 
     entry = package["jupyterlab"]["_build"]["load"]
     assert entry in shipped, f"{entry} (the remote entry JupyterLab loads) is not in the wheel"
     assert json.loads(wheel.read(base + "install.json"))["packageName"] == "qmlops-jupyter"
+    # The MLflow launcher icon ships with the package.
+    assert "qmlops_jupyter/server/static/mlflow.svg" in names
     # The server extension is enabled on install beside it.
     assert any(n.endswith("etc/jupyter/jupyter_server_config.d/qmlops_jupyter.json") for n in names)
     # Only the build output ships: no TypeScript sources, node_modules, or a second copy inside

@@ -31,7 +31,9 @@ export class QmlopsApiError extends Error {
   constructor(
     readonly status: number,
     readonly code: string,
-    message: string
+    message: string,
+    /** The answer's parsed JSON body, when it had one. */
+    readonly body?: unknown
   ) {
     super(message);
     this.name = 'QmlopsApiError';
@@ -79,7 +81,11 @@ export async function requestAPI<T>(
     response = await ServerConnection.makeRequest(url, { ...init, headers }, settings);
   } catch (error) {
     const reason = (error as Error)?.message ?? String(error);
-    throw new QmlopsApiError(0, 'network_error', `The Jupyter server could not be reached: ${reason}`);
+    throw new QmlopsApiError(
+      0,
+      'network_error',
+      `The Jupyter server could not be reached: ${reason}`
+    );
   }
   const text = await response.text();
   let data: unknown = undefined;
@@ -93,17 +99,25 @@ export async function requestAPI<T>(
   if (!response.ok) {
     const body = (data ?? {}) as Partial<{ error: string; message: string }>;
     const code =
-      typeof body.error === 'string' ? body.error : response.status === 404 ? 'not_found' : 'http_error';
+      typeof body.error === 'string'
+        ? body.error
+        : response.status === 404
+          ? 'not_found'
+          : 'http_error';
     const message =
       typeof body.message === 'string' && body.message
         ? body.message
         : response.status === 404
           ? 'The qmlops server extension is not enabled on this Jupyter server (no /qmlops/api/v1/).'
           : `${response.status} ${response.statusText || 'error'}`.trim();
-    throw new QmlopsApiError(response.status, code, message);
+    throw new QmlopsApiError(response.status, code, message, data);
   }
   if (text.length > 0 && data === undefined) {
-    throw new QmlopsApiError(response.status, 'bad_response', `The server answered ${endPoint} with something that is not JSON.`);
+    throw new QmlopsApiError(
+      response.status,
+      'bad_response',
+      `The server answered ${endPoint} with something that is not JSON.`
+    );
   }
   return data as T;
 }
@@ -117,14 +131,30 @@ export interface IJobQuery {
 
 /** The REST API, one method per route. */
 export class QmlopsClient {
-  constructor(readonly serverSettings: ServerConnection.ISettings = ServerConnection.makeSettings()) {}
+  constructor(
+    readonly serverSettings: ServerConnection.ISettings = ServerConnection.makeSettings()
+  ) {}
 
   private call<T>(endPoint: string, init: RequestInit = {}, query: Query = {}): Promise<T> {
     return requestAPI<T>(this.serverSettings, endPoint, init, query);
   }
 
-  health(): Promise<IHealth> {
-    return this.call<IHealth>('health');
+  /** The server's health; a 503 (starting, or a part is down) is an answer too. */
+  async health(): Promise<IHealth> {
+    try {
+      return await this.call<IHealth>('health');
+    } catch (error) {
+      const body =
+        error instanceof QmlopsApiError ? (error.body as Partial<IHealth> | undefined) : undefined;
+      if (
+        error instanceof QmlopsApiError &&
+        error.status === 503 &&
+        typeof body?.ok === 'boolean'
+      ) {
+        return body as IHealth;
+      }
+      throw error;
+    }
   }
 
   backends(): Promise<IBackendInfo[]> {
@@ -136,23 +166,35 @@ export class QmlopsClient {
   }
 
   jobs(query: IJobQuery = {}): Promise<IJobPage> {
-    return this.call<IJobPage>('jobs', {}, {
-      state: query.state,
-      backend: query.backend,
-      limit: query.limit,
-      cursor: query.cursor
-    });
+    return this.call<IJobPage>(
+      'jobs',
+      {},
+      {
+        state: query.state,
+        backend: query.backend,
+        limit: query.limit,
+        cursor: query.cursor
+      }
+    );
   }
 
   job(id: string, options: { events?: boolean; qasm?: boolean } = {}): Promise<IJobDetail> {
-    return this.call<IJobDetail>(`jobs/${encodeURIComponent(id)}`, {}, {
-      events: options.events ? 'true' : undefined,
-      qasm: options.qasm ? 'true' : undefined
-    });
+    return this.call<IJobDetail>(
+      `jobs/${encodeURIComponent(id)}`,
+      {},
+      {
+        events: options.events ? 'true' : undefined,
+        qasm: options.qasm ? 'true' : undefined
+      }
+    );
   }
 
   submit(request: IJobRequest, wait?: number): Promise<IJobRecord> {
-    return this.call<IJobRecord>('jobs', { method: 'POST', body: JSON.stringify(request) }, { wait });
+    return this.call<IJobRecord>(
+      'jobs',
+      { method: 'POST', body: JSON.stringify(request) },
+      { wait: wait !== undefined && wait > 0 ? wait : undefined }
+    );
   }
 
   cancel(id: string): Promise<IJobRecord> {
@@ -161,7 +203,11 @@ export class QmlopsClient {
 
   /** Status changes past `after`; waits up to `wait` seconds (≤ 30) for a first one. */
   events(after: number, wait = 0, jobIds: string[] = []): Promise<IEventsPage> {
-    return this.call<IEventsPage>('events', {}, { after, wait, job_id: jobIds.length ? jobIds : undefined });
+    return this.call<IEventsPage>(
+      'events',
+      {},
+      { after, wait, job_id: jobIds.length ? jobIds : undefined }
+    );
   }
 
   credentials(): Promise<ICredentialInfo[]> {
@@ -180,17 +226,24 @@ export class QmlopsClient {
     await this.call<void>(`credentials/${encodeURIComponent(alias)}`, { method: 'DELETE' });
   }
 
-  testCredential(alias: string): Promise<ICredentialTest> {
-    return this.call<ICredentialTest>(`credentials/${encodeURIComponent(alias)}/test`, {
-      method: 'POST'
-    });
+  /** Ask the provider whether it accepts the credential (as used for `backend`, if given). */
+  testCredential(alias: string, backend?: string): Promise<ICredentialTest> {
+    return this.call<ICredentialTest>(
+      `credentials/${encodeURIComponent(alias)}/test`,
+      { method: 'POST' },
+      { backend }
+    );
   }
 
   budget(): Promise<IBudgetStatus[]> {
     return this.call<IBudgetStatus[]>('budget');
   }
 
-  setBudget(budget: { backend?: string | null; shots_per_day?: number | null; usd_per_month?: number | null }): Promise<IBudgetStatus[]> {
+  setBudget(budget: {
+    backend?: string | null;
+    shots_per_day?: number | null;
+    usd_per_month?: number | null;
+  }): Promise<IBudgetStatus[]> {
     return this.call<IBudgetStatus[]>('budget', { method: 'PUT', body: JSON.stringify(budget) });
   }
 
@@ -206,6 +259,8 @@ export class QmlopsClient {
   /** Where the MLflow UI is served inside JupyterLab (jupyter-server-proxy), or a run's page. */
   mlflowUrl(run?: { experiment_id: string; run_id: string }): string {
     const base = URLExt.join(this.serverSettings.baseUrl, 'mlflow/');
-    return run ? `${base}#/experiments/${encodeURIComponent(run.experiment_id)}/runs/${encodeURIComponent(run.run_id)}` : base;
+    return run
+      ? `${base}#/experiments/${encodeURIComponent(run.experiment_id)}/runs/${encodeURIComponent(run.run_id)}`
+      : base;
   }
 }

@@ -38,7 +38,9 @@ export function elapsedSeconds(job: IJobRecord, now: number = Date.now()): numbe
   if (start === null) {
     return NaN;
   }
-  const end = TERMINAL_STATES.has(job.state) ? (parse(job.finished_at) ?? parse(job.updated_at) ?? now) : now;
+  const end = TERMINAL_STATES.has(job.state)
+    ? (parse(job.finished_at) ?? parse(job.updated_at) ?? now)
+    : now;
   return Math.max(0, (end - start) / 1000);
 }
 
@@ -85,7 +87,9 @@ export function formatAgo(time: string | null | undefined, now: number = Date.no
     return '–';
   }
   const seconds = (now - value) / 1000;
-  return seconds < 48 * 3600 ? `${formatDuration(Math.max(seconds, 1)).split(' ').slice(0, 2).join(' ')} ago` : new Date(value).toLocaleDateString();
+  return seconds < 48 * 3600
+    ? `${formatDuration(Math.max(seconds, 1)).split(' ').slice(0, 2).join(' ')} ago`
+    : new Date(value).toLocaleDateString();
 }
 
 /** A number with at most `digits` significant digits. */

@@ -2,6 +2,23 @@
 import * as React from 'react';
 import { TranslationBundle } from '@jupyterlab/translation';
 
+/** A count short enough to sit above a bar: 999, 12.3k, 4.00M (the tooltip has it in full). */
+export function compactCount(count: number): string {
+  const units: [number, string][] = [
+    [1e9, 'G'],
+    [1e6, 'M'],
+    [1e3, 'k']
+  ];
+  if (count >= 10000) {
+    for (const [size, unit] of units) {
+      if (count >= size) {
+        return `${(count / size).toPrecision(3)}${unit}`;
+      }
+    }
+  }
+  return String(count);
+}
+
 export interface IHistogramProps {
   counts: Record<string, number>;
   trans: TranslationBundle;
@@ -64,8 +81,13 @@ export function Histogram(props: IHistogramProps): JSX.Element {
               >
                 <title>{`${outcome}: ${count} (${share.toFixed(1)}%)`}</title>
               </rect>
-              <text className="jp-qmlops-Histogram-value" x={x + barWidth / 2} y={y - 3} textAnchor="middle">
-                {count}
+              <text
+                className="jp-qmlops-Histogram-value"
+                x={x + barWidth / 2}
+                y={y - 3}
+                textAnchor="middle"
+              >
+                {compactCount(count)}
               </text>
               <text
                 className="jp-qmlops-Histogram-label"

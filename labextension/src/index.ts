@@ -4,11 +4,7 @@
  * and Budget; a job's detail and the MLflow UI in the main area; a status-bar item; a command
  * for every action, in the command palette).
  */
-import {
-  ILayoutRestorer,
-  JupyterFrontEnd,
-  JupyterFrontEndPlugin
-} from '@jupyterlab/application';
+import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import {
   ICommandPalette,
   InputDialog,
@@ -25,7 +21,14 @@ import { AccordionPanel } from '@lumino/widgets';
 import { QmlopsClient } from './api';
 import { JobDetailWidget } from './jobdetail';
 import { describeError, QmlopsModel } from './model';
-import { BackendsBody, BudgetBody, JobsBody, RunsBody, SectionWidget, ISectionContext } from './sections';
+import {
+  BackendsBody,
+  BudgetBody,
+  JobsBody,
+  RunsBody,
+  SectionWidget,
+  ISectionContext
+} from './sections';
 import { QmlopsStatusItem } from './status';
 import { CommandIDs, IQmlopsService, TERMINAL_STATES } from './tokens';
 import { shortId } from './format';
@@ -37,7 +40,6 @@ export { QmlopsModel } from './model';
 const PLUGIN_ID = 'qmlops-jupyter:plugin';
 const SIDEBAR_ID = 'qmlops-sidebar';
 const MLFLOW_ID = 'qmlops-mlflow';
-const CATEGORY = 'Quantum jobs (qmlops)';
 
 /** An atom: the sidebar's tab icon. */
 export const qmlopsIcon = new LabIcon({
@@ -71,7 +73,8 @@ const service: JupyterFrontEndPlugin<IQmlopsService> = {
 /** The sidebar, the job and MLflow tabs, the status-bar item and the commands. */
 const sidebar: JupyterFrontEndPlugin<void> = {
   id: PLUGIN_ID,
-  description: 'The quantum jobs sidebar: backends and credentials, live jobs, MLflow runs, budgets.',
+  description:
+    'The quantum jobs sidebar: backends and credentials, live jobs, MLflow runs, budgets.',
   autoStart: true,
   requires: [IQmlopsService],
   optional: [ILayoutRestorer, ICommandPalette, IStatusBar, ISettingRegistry, ITranslator],
@@ -145,12 +148,19 @@ const sidebar: JupyterFrontEndPlugin<void> = {
     }
 
     const pickJob = async (title: string, onlyActive: boolean): Promise<string | null> => {
-      const candidates = model.jobs.data.filter(job => !onlyActive || !TERMINAL_STATES.has(job.state));
+      const candidates = model.jobs.data.filter(
+        job => !onlyActive || !TERMINAL_STATES.has(job.state)
+      );
       if (candidates.length === 0) {
-        const answer = await InputDialog.getText({ title, label: trans.__('Job id (or its first characters)') });
+        const answer = await InputDialog.getText({
+          title,
+          label: trans.__('Job id (or its first characters)')
+        });
         return answer.button.accept && answer.value ? answer.value.trim() : null;
       }
-      const labels = candidates.map(job => `${job.name ?? shortId(job.id)} · ${job.state} · ${job.backend} · ${job.id}`);
+      const labels = candidates.map(
+        job => `${job.name ?? shortId(job.id)} · ${job.state} · ${job.backend} · ${job.id}`
+      );
       const answer = await InputDialog.getItem({ title, items: labels });
       if (!answer.button.accept || answer.value === null) {
         return null;
@@ -164,7 +174,9 @@ const sidebar: JupyterFrontEndPlugin<void> = {
       }
       const aliases = model.credentials.data.map(c => c.alias);
       if (aliases.length === 0) {
-        Notification.info(trans.__('No credentials are stored. Add one from the qmlops sidebar.'), { autoClose: 5000 });
+        Notification.info(trans.__('No credentials are stored. Add one from the qmlops sidebar.'), {
+          autoClose: 5000
+        });
         return null;
       }
       const answer = await InputDialog.getItem({ title, items: aliases });
@@ -173,18 +185,21 @@ const sidebar: JupyterFrontEndPlugin<void> = {
 
     // -- commands ----------------------------------------------------------------------------
     commands.addCommand(CommandIDs.openSidebar, {
+      describedBy: { args: { type: 'object', properties: {} } },
       label: trans.__('Open the Quantum Jobs Sidebar'),
       caption: trans.__('Show backends, credentials, jobs, runs and budgets'),
       icon: args => (args.isPalette ? undefined : qmlopsIcon),
       execute: () => shell.activateById(SIDEBAR_ID)
     });
     commands.addCommand(CommandIDs.refresh, {
+      describedBy: { args: { type: 'object', properties: {} } },
       label: trans.__('Refresh Quantum Jobs'),
       execute: async () => {
         await model.refresh().catch(() => undefined);
       }
     });
     commands.addCommand(CommandIDs.addCredential, {
+      describedBy: { args: { type: 'object', properties: {} } },
       label: trans.__('Add a Quantum Backend Credential…'),
       execute: () => {
         openSection(0);
@@ -192,9 +207,18 @@ const sidebar: JupyterFrontEndPlugin<void> = {
       }
     });
     commands.addCommand(CommandIDs.testCredential, {
+      describedBy: {
+        args: {
+          type: 'object',
+          properties: {
+            alias: { type: 'string', description: 'the credential to test (asked for when absent)' }
+          }
+        }
+      },
       label: trans.__('Test a Quantum Backend Credential…'),
       execute: async args => {
-        const alias = (args.alias as string) || (await pickCredential(trans.__('Test a credential')));
+        const alias =
+          (args.alias as string) || (await pickCredential(trans.__('Test a credential')));
         if (!alias) {
           return;
         }
@@ -213,9 +237,21 @@ const sidebar: JupyterFrontEndPlugin<void> = {
       }
     });
     commands.addCommand(CommandIDs.deleteCredential, {
+      describedBy: {
+        args: {
+          type: 'object',
+          properties: {
+            alias: {
+              type: 'string',
+              description: 'the credential to delete (asked for when absent)'
+            }
+          }
+        }
+      },
       label: trans.__('Delete a Quantum Backend Credential…'),
       execute: async args => {
-        const alias = (args.alias as string) || (await pickCredential(trans.__('Delete a credential')));
+        const alias =
+          (args.alias as string) || (await pickCredential(trans.__('Delete a credential')));
         if (!alias) {
           return;
         }
@@ -228,6 +264,17 @@ const sidebar: JupyterFrontEndPlugin<void> = {
       }
     });
     commands.addCommand(CommandIDs.openJob, {
+      describedBy: {
+        args: {
+          type: 'object',
+          properties: {
+            id: {
+              type: 'string',
+              description: 'a job id or a unique prefix of one (asked for when absent)'
+            }
+          }
+        }
+      },
       label: trans.__('Open a Quantum Job…'),
       caption: trans.__("A job's circuits, counts histogram, error and MLflow run"),
       execute: async args => {
@@ -267,6 +314,14 @@ const sidebar: JupyterFrontEndPlugin<void> = {
       }
     });
     commands.addCommand(CommandIDs.cancelJob, {
+      describedBy: {
+        args: {
+          type: 'object',
+          properties: {
+            id: { type: 'string', description: 'the job to cancel (asked for when absent)' }
+          }
+        }
+      },
       label: trans.__('Cancel a Quantum Job…'),
       execute: async args => {
         const id = (args.id as string) || (await pickJob(trans.__('Cancel a job'), true));
@@ -275,7 +330,9 @@ const sidebar: JupyterFrontEndPlugin<void> = {
         }
         try {
           const job = await model.cancelJob(id);
-          Notification.info(trans.__('Job %1 is %2.', job.name ?? shortId(job.id), job.state), { autoClose: 4000 });
+          Notification.info(trans.__('Job %1 is %2.', job.name ?? shortId(job.id), job.state), {
+            autoClose: 4000
+          });
           return job;
         } catch (error) {
           Notification.error(describeError(error), { autoClose: false });
@@ -283,6 +340,17 @@ const sidebar: JupyterFrontEndPlugin<void> = {
       }
     });
     commands.addCommand(CommandIDs.submitTestJob, {
+      describedBy: {
+        args: {
+          type: 'object',
+          properties: {
+            backend: {
+              type: 'string',
+              description: 'where the Bell pair goes (default: the defaultBackend setting)'
+            }
+          }
+        }
+      },
       label: args =>
         args.backend
           ? trans.__('Run a Bell Test Job on %1', args.backend as string)
@@ -291,15 +359,18 @@ const sidebar: JupyterFrontEndPlugin<void> = {
         const backend = (args.backend as string) || defaultBackend;
         try {
           const job = await model.submitTestJob(backend);
-          Notification.info(trans.__('Submitted %1 (%2) to %3.', job.name ?? 'job', shortId(job.id), backend), {
-            autoClose: 4000,
-            actions: [
-              {
-                label: trans.__('Open'),
-                callback: () => void commands.execute(CommandIDs.openJob, { id: job.id })
-              }
-            ]
-          });
+          Notification.info(
+            trans.__('Submitted %1 (%2) to %3.', job.name ?? 'job', shortId(job.id), backend),
+            {
+              autoClose: 4000,
+              actions: [
+                {
+                  label: trans.__('Open'),
+                  callback: () => void commands.execute(CommandIDs.openJob, { id: job.id })
+                }
+              ]
+            }
+          );
           return job;
         } catch (error) {
           Notification.error(describeError(error), { autoClose: false });
@@ -307,6 +378,18 @@ const sidebar: JupyterFrontEndPlugin<void> = {
       }
     });
     commands.addCommand(CommandIDs.openMlflow, {
+      describedBy: {
+        args: {
+          type: 'object',
+          properties: {
+            runId: {
+              type: 'string',
+              description: 'the id of an MLflow run (absent: the MLflow home page)'
+            },
+            experimentId: { type: 'string', description: 'the experiment of the run' }
+          }
+        }
+      },
       label: args => (args.runId ? trans.__('Open Run in MLflow') : trans.__('Open MLflow')),
       caption: trans.__('The MLflow UI inside JupyterLab (served through jupyter-server-proxy)'),
       execute: args => {
@@ -327,7 +410,13 @@ const sidebar: JupyterFrontEndPlugin<void> = {
           }
         }
         const frame = new IFrame({
-          sandbox: ['allow-scripts', 'allow-same-origin', 'allow-forms', 'allow-popups', 'allow-downloads'],
+          sandbox: [
+            'allow-scripts',
+            'allow-same-origin',
+            'allow-forms',
+            'allow-popups',
+            'allow-downloads'
+          ],
           referrerPolicy: 'same-origin'
         });
         frame.url = url;
@@ -341,6 +430,7 @@ const sidebar: JupyterFrontEndPlugin<void> = {
       }
     });
     commands.addCommand(CommandIDs.showBudget, {
+      describedBy: { args: { type: 'object', properties: {} } },
       label: trans.__('Show the Quantum Budget'),
       execute: () => {
         openSection(3);
@@ -360,7 +450,11 @@ const sidebar: JupyterFrontEndPlugin<void> = {
         CommandIDs.openMlflow,
         CommandIDs.showBudget
       ]) {
-        palette.addItem({ command, category: trans.__(CATEGORY), args: { isPalette: true } });
+        palette.addItem({
+          command,
+          category: trans.__('Quantum jobs (qmlops)'),
+          args: { isPalette: true }
+        });
       }
     }
 

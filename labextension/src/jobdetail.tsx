@@ -10,7 +10,14 @@ import { TranslationBundle } from '@jupyterlab/translation';
 import { describeError } from './model';
 import { StateChip } from './sections';
 import { Histogram } from './histogram';
-import { elapsedSeconds, formatDuration, formatNumber, formatTime, formatUsd, shortId } from './format';
+import {
+  elapsedSeconds,
+  formatDuration,
+  formatNumber,
+  formatTime,
+  formatUsd,
+  shortId
+} from './format';
 import { CANCELLABLE_STATES, CommandIDs, IJobDetail, IJobRecord, IQmlopsModel } from './tokens';
 import type { QmlopsClient } from './api';
 
@@ -38,7 +45,9 @@ export class JobDetailWidget extends ReactWidget {
     try {
       this._job = await this._options.client.job(this.jobId, { qasm: true, events: true });
       this._error = null;
-      this.title.label = this._job.name ? `${this._job.name} (${shortId(this.jobId)})` : this._options.trans.__('Job %1', shortId(this.jobId));
+      this.title.label = this._job.name
+        ? `${this._job.name} (${shortId(this.jobId)})`
+        : this._options.trans.__('Job %1', shortId(this.jobId));
     } catch (error) {
       this._error = describeError(error);
     }
@@ -60,7 +69,11 @@ export class JobDetailWidget extends ReactWidget {
         <div className="jp-qmlops-JobDetail" data-state="">
           <div className="jp-qmlops-Error" role="alert">
             <span className="jp-qmlops-Error-message">{this._error}</span>
-            <button className="jp-Button jp-mod-styled jp-mod-reject" data-action="retry" onClick={() => void this.load()}>
+            <button
+              className="jp-Button jp-mod-styled jp-mod-reject"
+              data-action="retry"
+              onClick={() => void this.load()}
+            >
               {trans.__('Retry')}
             </button>
           </div>
@@ -79,7 +92,9 @@ export class JobDetailWidget extends ReactWidget {
     return (
       <div className="jp-qmlops-JobDetail" data-state={job.state} data-job-id={job.id}>
         <header className="jp-qmlops-Row">
-          <h2 className="jp-qmlops-JobDetail-title">{job.name ?? trans.__('Job %1', shortId(job.id))}</h2>
+          <h2 className="jp-qmlops-JobDetail-title">
+            {job.name ?? trans.__('Job %1', shortId(job.id))}
+          </h2>
           <StateChip state={job.state} trans={trans} />
           <span className="jp-qmlops-Spacer" />
           {CANCELLABLE_STATES.has(job.state) ? (
@@ -99,7 +114,9 @@ export class JobDetailWidget extends ReactWidget {
                 void commands.execute(CommandIDs.openMlflow, {
                   runId: job.mlflow_run_id!,
                   // The run's page needs its experiment: known when the run is listed.
-                  experimentId: model.runs.data.find(run => run.run_id === job.mlflow_run_id)?.experiment_id ?? ''
+                  experimentId:
+                    model.runs.data.find(run => run.run_id === job.mlflow_run_id)?.experiment_id ??
+                    ''
                 })
               }
             >
@@ -152,7 +169,9 @@ export class JobDetailWidget extends ReactWidget {
           {phases.length ? (
             <>
               <dt>{trans.__('Phases')}</dt>
-              <dd>{phases.map(([name, seconds]) => `${name} ${formatDuration(seconds)}`).join(' · ')}</dd>
+              <dd>
+                {phases.map(([name, seconds]) => `${name} ${formatDuration(seconds)}`).join(' · ')}
+              </dd>
             </>
           ) : null}
           {job.mlflow_run_id ? (
@@ -180,7 +199,12 @@ export class JobDetailWidget extends ReactWidget {
                 {circuit.name ? ` · ${circuit.name}` : ''}
                 <span className="jp-qmlops-Muted">
                   {' '}
-                  {trans.__('%1 qubits, depth %2, %3 gates', circuit.num_qubits, circuit.depth, circuit.size)}
+                  {trans.__(
+                    '%1 qubits, depth %2, %3 gates',
+                    circuit.num_qubits,
+                    circuit.depth,
+                    circuit.size
+                  )}
                 </span>
               </h3>
               {counts ? (
@@ -215,7 +239,9 @@ export class JobDetailWidget extends ReactWidget {
                 {job.events.map(event => (
                   <tr key={event.seq}>
                     <td>{formatTime(event.at)}</td>
-                    <td>{event.from_state ?? '–'} → {event.to_state ?? event.kind}</td>
+                    <td>
+                      {event.from_state ?? '–'} → {event.to_state ?? event.kind}
+                    </td>
                     <td className="jp-qmlops-Muted">{event.message ?? ''}</td>
                   </tr>
                 ))}

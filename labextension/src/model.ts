@@ -35,6 +35,8 @@ c = measure q;
 
 /** How many jobs the list shows at first, and how many more each "Show older jobs" adds. */
 export const JOB_LIMIT = 50;
+/** The longest the poll waits between tries while the server fails (ms). */
+export const MAX_BACKOFF = 5 * 60 * 1000;
 /** The most the jobs route answers at once. */
 export const MAX_JOBS = 1000;
 
@@ -84,7 +86,7 @@ export class QmlopsModel implements IQmlopsModel {
       frequency: {
         interval: this._refreshInterval * 1000,
         backoff: true,
-        max: 5 * 60 * 1000
+        max: Math.max(MAX_BACKOFF, this._refreshInterval * 1000)
       },
       name: 'qmlops-jupyter:model',
       standby: 'when-hidden'
@@ -152,23 +154,32 @@ export class QmlopsModel implements IQmlopsModel {
   /** Seconds between polls. */
   set refreshInterval(seconds: number) {
     this._refreshInterval = Math.max(1, seconds);
-    this._poll.frequency = { ...this._poll.frequency, interval: this._refreshInterval * 1000 };
+    const interval = this._refreshInterval * 1000;
+    // The backoff ceiling is 5 minutes, or the interval itself when that is longer.
+    this._poll.frequency = {
+      ...this._poll.frequency,
+      interval,
+      max: Math.max(MAX_BACKOFF, interval)
+    };
   }
 
   setFilter(filter: Partial<IJobFilter>): void {
     this._filter = { ...this._filter, ...filter };
     this._changed.emit();
-    void this.refreshJobs();
+    void this.refreshJobs().catch(() => undefined); // the error shows in the jobs section
   }
 
   /** Everything, at once. */
   async refresh(): Promise<void> {
-    await Promise.all([
+    const [, jobs] = await Promise.allSettled([
       this.refreshBackends(),
       this.refreshJobs(),
       this.refreshRuns(),
       this.refreshBudget()
     ]);
+    if (jobs.status === 'rejected') {
+      throw jobs.reason; // every part has settled; the jobs list's failure is the caller's
+    }
   }
 
   /** Whether older jobs than those listed exist. */
@@ -201,6 +212,9 @@ export class QmlopsModel implements IQmlopsModel {
       }
       this._jobs = { status: 'ready', data: page.jobs, error: null };
       this._hasMoreJobs = page.next !== null;
+      if (!this.live) {
+        void this._reconcileActive(); // without events, a hidden job's end is seen only so
+      }
     } catch (error) {
       if (ticket === this._jobsTicket) {
         this._jobs = { ...this._jobs, status: 'error', error: describeError(error) };
@@ -213,7 +227,10 @@ export class QmlopsModel implements IQmlopsModel {
 
   /** Backends and the stored credentials (the credential status of a backend needs both). */
   async refreshBackends(): Promise<void> {
-    this._backends = { ...this._backends, status: this._backends.status === 'ready' ? 'ready' : 'loading' };
+    this._backends = {
+      ...this._backends,
+      status: this._backends.status === 'ready' ? 'ready' : 'loading'
+    };
     this._changed.emit();
     const [backends, credentials] = await Promise.allSettled([
       this.client.backends(),
@@ -245,7 +262,10 @@ export class QmlopsModel implements IQmlopsModel {
   }
 
   async refreshBudget(): Promise<void> {
-    this._budget = { ...this._budget, status: this._budget.status === 'ready' ? 'ready' : 'loading' };
+    this._budget = {
+      ...this._budget,
+      status: this._budget.status === 'ready' ? 'ready' : 'loading'
+    };
     this._changed.emit();
     try {
       this._budget = { status: 'ready', data: await this.client.budget(), error: null };
@@ -306,14 +326,20 @@ export class QmlopsModel implements IQmlopsModel {
       this._active.add(event.job_id);
     }
     const index = this._jobs.data.findIndex(job => job.id === event.job_id);
-    if (index >= 0) {
-      const job = {
-        ...this._jobs.data[index],
-        state: event.new_state,
-        updated_at: event.time
-      };
+    const listed = index >= 0 ? this._jobs.data[index] : null;
+    if (listed && TERMINAL_STATES.has(listed.state) && !TERMINAL_STATES.has(event.new_state)) {
+      // A late event of a job already shown finished: terminal states never change.
+      this._active.delete(event.job_id);
+      return;
+    }
+    if (listed) {
+      const job = { ...listed, state: event.new_state, updated_at: event.time };
       const data = this._jobs.data.slice();
-      data[index] = job;
+      if (this._matches(job)) {
+        data[index] = job;
+      } else {
+        data.splice(index, 1); // it has left the state filter
+      }
       this._jobs = { ...this._jobs, data };
       this._jobChanged.emit(job);
       this._changed.emit();
@@ -363,6 +389,30 @@ export class QmlopsModel implements IQmlopsModel {
     await Promise.all(tasks);
   }
 
+  /**
+   * Polling only: jobs counted as running that the list does not show (a filter hides them, or
+   * they are older than its page) are read again, so one that finished unseen stops being
+   * counted. With events, every change arrives anyway.
+   */
+  private async _reconcileActive(): Promise<void> {
+    const listed = new Set(this._jobs.data.map(job => job.id));
+    const hidden = Array.from(this._active).filter(id => !listed.has(id));
+    await Promise.all(
+      hidden.slice(0, 20).map(async id => {
+        try {
+          this._track(await this.client.job(id));
+        } catch (error) {
+          if (error instanceof QmlopsApiError && error.status === 404) {
+            this._active.delete(id);
+          }
+        }
+      })
+    );
+    if (hidden.length) {
+      this._changed.emit();
+    }
+  }
+
   /** Read one job again and put it in the list where it belongs. */
   private async _reload(id: string): Promise<void> {
     if (this._reloading.has(id)) {
@@ -374,7 +424,12 @@ export class QmlopsModel implements IQmlopsModel {
       const job = await this.client.job(id);
       const latest = this._lastEvent.get(id);
       // An event that arrived while the record was on its way is newer than the record.
-      if (latest && latest.new_state !== job.state && latest.time > job.updated_at) {
+      if (
+        latest &&
+        latest.new_state !== job.state &&
+        !TERMINAL_STATES.has(job.state) &&
+        Date.parse(latest.time) > Date.parse(job.updated_at)
+      ) {
         job.state = latest.new_state;
       }
       this._upsert(job);

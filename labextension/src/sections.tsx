@@ -13,7 +13,7 @@ import { describeError } from './model';
 import {
   CANCELLABLE_STATES,
   CommandIDs,
-  CREDENTIAL_FIELDS,
+  credentialFields,
   CredentialProvider,
   IBudgetLimit,
   ICredentialTest,
@@ -63,7 +63,9 @@ export class SectionWidget extends ReactWidget {
   render(): JSX.Element {
     return (
       <div className="jp-qmlops-Section" data-section={this._section}>
-        <UseSignal signal={this._context.model.changed}>{() => this._render(this._context)}</UseSignal>
+        <UseSignal signal={this._context.model.changed}>
+          {() => this._render(this._context)}
+        </UseSignal>
       </div>
     );
   }
@@ -79,11 +81,19 @@ function Loading(props: { trans: TranslationBundle; what: string }): JSX.Element
   );
 }
 
-function ErrorState(props: { trans: TranslationBundle; message: string; onRetry: () => void }): JSX.Element {
+function ErrorState(props: {
+  trans: TranslationBundle;
+  message: string;
+  onRetry: () => void;
+}): JSX.Element {
   return (
     <div className="jp-qmlops-Error" role="alert">
       <span className="jp-qmlops-Error-message">{props.message}</span>
-      <button className="jp-Button jp-mod-styled jp-mod-reject" data-action="retry" onClick={props.onRetry}>
+      <button
+        className="jp-Button jp-mod-styled jp-mod-reject"
+        data-action="retry"
+        onClick={props.onRetry}
+      >
         {props.trans.__('Retry')}
       </button>
     </div>
@@ -123,12 +133,22 @@ function stateOf<T>(
     return <Loading trans={trans} what={what} />;
   }
   if (resource.status === 'error') {
-    return <ErrorState trans={trans} message={resource.error ?? trans.__('Something went wrong.')} onRetry={retry} />;
+    return (
+      <ErrorState
+        trans={trans}
+        message={resource.error ?? trans.__('Something went wrong.')}
+        onRetry={retry}
+      />
+    );
   }
   return null;
 }
 
-export function StateChip(props: { state: string; trans: TranslationBundle; label?: string }): JSX.Element {
+export function StateChip(props: {
+  state: string;
+  trans: TranslationBundle;
+  label?: string;
+}): JSX.Element {
   return (
     <span className="jp-qmlops-chip" data-state={props.state} title={props.label ?? props.state}>
       {props.state}
@@ -169,10 +189,14 @@ function Backends(props: { context: ISectionContext }): JSX.Element {
   const state = stateOf(backends, trans, trans.__('backends'), () => void model.refreshBackends());
   return (
     <>
-      {state ?? (
-        backends.data.length === 0 ? (
+      {state ??
+        (backends.data.length === 0 ? (
           <Empty>
-            <Prose text={trans.__('No backends are enabled. Enable one in backends.yaml under QMLOPS_HOME (run `qmlops backends` in a terminal to see where it is).')} />
+            <Prose
+              text={trans.__(
+                'No backends are enabled. Enable one in backends.yaml under QMLOPS_HOME (run `qmlops backends` in a terminal to see where it is).'
+              )}
+            />
           </Empty>
         ) : (
           <ul className="jp-qmlops-List" aria-label={trans.__('Backends')}>
@@ -211,12 +235,13 @@ function Backends(props: { context: ISectionContext }): JSX.Element {
                         : trans.__('no credential needed')}
                   </span>
                 </div>
-                {!backend.available && backend.status ? <div className="jp-qmlops-Muted">{backend.status}</div> : null}
+                {!backend.available && backend.status ? (
+                  <div className="jp-qmlops-Muted">{backend.status}</div>
+                ) : null}
               </li>
             ))}
           </ul>
-        )
-      )}
+        ))}
       <Credentials context={props.context} />
       {formOpen ? (
         <CredentialForm context={props.context} onClose={() => setFormOpen(false)} />
@@ -248,12 +273,20 @@ function Credentials(props: { context: ISectionContext }): JSX.Element {
   const [tests, setTests] = React.useState<Record<string, ICredentialTest | 'testing'>>({});
   const credentials = model.credentials;
   if (credentials.status === 'error') {
-    return <ErrorState trans={trans} message={credentials.error ?? ''} onRetry={() => void model.refreshBackends()} />;
+    return (
+      <ErrorState
+        trans={trans}
+        message={credentials.error ?? ''}
+        onRetry={() => void model.refreshBackends()}
+      />
+    );
   }
   if (credentials.data.length === 0) {
     return credentials.status === 'ready' ? (
       <Empty>
-        {trans.__('No credentials stored. Add one to use IBM Quantum, Amazon Braket or IonQ; the secret is encrypted on the server and never shown again.')}
+        {trans.__(
+          'No credentials stored. Add one to use IBM Quantum, Amazon Braket or IonQ; the secret is encrypted on the server and never shown again.'
+        )}
       </Empty>
     ) : (
       <></>
@@ -265,20 +298,32 @@ function Credentials(props: { context: ISectionContext }): JSX.Element {
       const answer = await model.testCredential(alias);
       setTests(current => ({ ...current, [alias]: answer }));
     } catch (error) {
-      setTests(current => ({ ...current, [alias]: { alias, ok: false, message: describeError(error) } }));
+      setTests(current => ({
+        ...current,
+        [alias]: { alias, ok: false, message: describeError(error) }
+      }));
     }
   };
   const remove = async (alias: string) => {
     const answer = await showDialog({
       title: trans.__('Delete credential'),
-      body: trans.__('Delete the credential "%1"? Jobs that name it can no longer be submitted.', alias),
-      buttons: [Dialog.cancelButton({ label: trans.__('Cancel') }), Dialog.warnButton({ label: trans.__('Delete') })]
+      body: trans.__(
+        'Delete the credential "%1"? Jobs that name it can no longer be submitted.',
+        alias
+      ),
+      buttons: [
+        Dialog.cancelButton({ label: trans.__('Cancel') }),
+        Dialog.warnButton({ label: trans.__('Delete') })
+      ]
     });
     if (answer.button.accept) {
       try {
         await model.deleteCredential(alias);
       } catch (error) {
-        setTests(current => ({ ...current, [alias]: { alias, ok: false, message: describeError(error) } }));
+        setTests(current => ({
+          ...current,
+          [alias]: { alias, ok: false, message: describeError(error) }
+        }));
       }
     }
   };
@@ -289,11 +334,18 @@ function Credentials(props: { context: ISectionContext }): JSX.Element {
         {credentials.data.map(credential => {
           const result = tests[credential.alias];
           return (
-            <li key={credential.alias} className="jp-qmlops-Credential" data-alias={credential.alias}>
+            <li
+              key={credential.alias}
+              className="jp-qmlops-Credential"
+              data-alias={credential.alias}
+            >
               <div className="jp-qmlops-Row">
                 <span className="jp-qmlops-Credential-alias">{credential.alias}</span>
                 <span className="jp-qmlops-Muted">{credential.provider}</span>
-                <code className="jp-qmlops-Credential-hint" title={trans.__('The last characters of the secret')}>
+                <code
+                  className="jp-qmlops-Credential-hint"
+                  title={trans.__('The last characters of the secret')}
+                >
                   {credential.hint}
                 </code>
               </div>
@@ -323,7 +375,11 @@ function Credentials(props: { context: ISectionContext }): JSX.Element {
                 </button>
               </div>
               {result && result !== 'testing' ? (
-                <div className="jp-qmlops-Credential-test" data-ok={result.ok ? 'true' : 'false'} role="status">
+                <div
+                  className="jp-qmlops-Credential-test"
+                  data-ok={result.ok ? 'true' : 'false'}
+                  role="status"
+                >
                   {result.ok ? '✓ ' : '✗ '}
                   {result.message}
                 </div>
@@ -346,12 +402,16 @@ function CredentialForm(props: { context: ISectionContext; onClose: () => void }
   const [values, setValues] = React.useState<Record<string, string>>({});
   const [error, setError] = React.useState<string | null>(null);
   const [saving, setSaving] = React.useState(false);
-  const fields = CREDENTIAL_FIELDS[provider];
+  const fields = credentialFields(trans)[provider];
   const submit = async (event: React.FormEvent) => {
     event.preventDefault();
     const name = alias.trim();
     if (!ALIAS_PATTERN.test(name)) {
-      setError(trans.__('An alias is 1 to 64 letters, digits, dots, dashes or underscores, starting with a letter or digit.'));
+      setError(
+        trans.__(
+          'An alias is 1 to 64 letters, digits, dots, dashes or underscores, starting with a letter or digit.'
+        )
+      );
       return;
     }
     const secret: Record<string, string> = {};
@@ -379,7 +439,11 @@ function CredentialForm(props: { context: ISectionContext; onClose: () => void }
     }
   };
   return (
-    <form className="jp-qmlops-CredentialForm" onSubmit={event => void submit(event)} autoComplete="off">
+    <form
+      className="jp-qmlops-CredentialForm"
+      onSubmit={event => void submit(event)}
+      autoComplete="off"
+    >
       <h3 className="jp-qmlops-Subheading">{trans.__('Add a credential')}</h3>
       <label>
         {trans.__('Provider')}
@@ -443,7 +507,9 @@ function CredentialForm(props: { context: ISectionContext; onClose: () => void }
         </button>
       </div>
       <p className="jp-qmlops-Muted">
-        {trans.__('The secret is sent to this Jupyter server, stored encrypted, and never shown again: notebooks name it by its alias.')}
+        {trans.__(
+          'The secret is sent to this Jupyter server, stored encrypted, and never shown again: notebooks name it by its alias.'
+        )}
       </p>
     </form>
   );
@@ -459,7 +525,9 @@ function Jobs(props: { context: ISectionContext }): JSX.Element {
   const { model, trans, commands } = props.context;
   const jobs = model.jobs;
   const filter = model.filter;
-  const active = jobs.data.some(job => CANCELLABLE_STATES.has(job.state) || job.state === 'CANCELLING');
+  const active = jobs.data.some(
+    job => CANCELLABLE_STATES.has(job.state) || job.state === 'CANCELLING'
+  );
   const now = useTicker(active);
   const [cancelling, setCancelling] = React.useState<Record<string, string>>({});
   const backendNames = Array.from(
@@ -474,7 +542,12 @@ function Jobs(props: { context: ISectionContext }): JSX.Element {
     }
   };
   const open = (job: IJobRecord) => void commands.execute(CommandIDs.openJob, { id: job.id });
-  const state = stateOf(jobs, trans, trans.__('jobs'), () => void model.refreshJobs());
+  const state = stateOf(
+    jobs,
+    trans,
+    trans.__('jobs'),
+    () => void model.refreshJobs().catch(() => undefined)
+  );
   return (
     <>
       <div className="jp-qmlops-Filters">
@@ -510,16 +583,29 @@ function Jobs(props: { context: ISectionContext }): JSX.Element {
             ))}
           </select>
         </label>
-        <span className="jp-qmlops-Muted" title={model.live ? trans.__('Updated live by server events') : trans.__('Updated by polling')}>
+        <span
+          className="jp-qmlops-Muted"
+          title={
+            model.live ? trans.__('Updated live by server events') : trans.__('Updated by polling')
+          }
+        >
           {model.live ? trans.__('● live') : trans.__('○ polling')}
         </span>
       </div>
       {state ??
         (jobs.data.length === 0 ? (
           <Empty>
-            {filter.state || filter.backend
-              ? trans.__('No jobs match these filters. Choose "All states" and "All backends" to see every job.')
-              : <Prose text={trans.__('No jobs yet. Submit one from a notebook (`%%qmlops run` or `qmlops_jupyter.submit(...)`), or run a test job.')} />}
+            {filter.state || filter.backend ? (
+              trans.__(
+                'No jobs match these filters. Choose "All states" and "All backends" to see every job.'
+              )
+            ) : (
+              <Prose
+                text={trans.__(
+                  'No jobs yet. Submit one from a notebook (`%%qmlops run` or `qmlops_jupyter.submit(...)`), or run a test job.'
+                )}
+              />
+            )}
             {!filter.state && !filter.backend ? (
               <div className="jp-qmlops-Actions">
                 <button
@@ -546,14 +632,22 @@ function Jobs(props: { context: ISectionContext }): JSX.Element {
                   data-job-id={job.id}
                   data-state={job.state}
                   tabIndex={0}
-                  aria-label={trans.__('Job %1, %2, on %3', job.name ?? shortId(job.id), job.state, job.backend)}
+                  aria-label={trans.__(
+                    'Job %1, %2, on %3',
+                    job.name ?? shortId(job.id),
+                    job.state,
+                    job.backend
+                  )}
                   onClick={event => {
                     if (!(event.target as HTMLElement).closest('button')) {
                       open(job);
                     }
                   }}
                   onKeyDown={event => {
-                    if ((event.key === 'Enter' || event.key === ' ') && event.target === event.currentTarget) {
+                    if (
+                      (event.key === 'Enter' || event.key === ' ') &&
+                      event.target === event.currentTarget
+                    ) {
                       event.preventDefault();
                       open(job);
                     }
@@ -569,7 +663,10 @@ function Jobs(props: { context: ISectionContext }): JSX.Element {
                   <div className="jp-qmlops-Meta">
                     <span className="jp-qmlops-Job-backend">{job.backend}</span>
                     <span>{trans.__('%1 shots', formatNumber(job.shots))}</span>
-                    <span className="jp-qmlops-Job-elapsed" title={trans.__('Time since it was submitted')}>
+                    <span
+                      className="jp-qmlops-Job-elapsed"
+                      title={trans.__('Time since it was submitted')}
+                    >
                       {formatDuration(elapsedSeconds(job, now))}
                     </span>
                     {cost !== null ? <span className="jp-qmlops-Job-cost">{cost}</span> : null}
@@ -578,7 +675,11 @@ function Jobs(props: { context: ISectionContext }): JSX.Element {
                         className="jp-qmlops-Job-queue"
                         title={
                           eta
-                            ? trans.__('ETA from the median queue time of %1 recent jobs on %2', eta.samples, job.backend)
+                            ? trans.__(
+                                'ETA from the median queue time of %1 recent jobs on %2',
+                                eta.samples,
+                                job.backend
+                              )
                             : trans.__('Time in the provider queue so far')
                         }
                       >
@@ -603,7 +704,11 @@ function Jobs(props: { context: ISectionContext }): JSX.Element {
                     ) : null}
                   </div>
                   {job.error ? <div className="jp-qmlops-Job-error">{job.error}</div> : null}
-                  {cancelError ? <div className="jp-qmlops-Job-error" role="alert">{cancelError}</div> : null}
+                  {cancelError ? (
+                    <div className="jp-qmlops-Job-error" role="alert">
+                      {cancelError}
+                    </div>
+                  ) : null}
                 </li>
               );
             })}
@@ -636,9 +741,17 @@ export function RunsBody(context: ISectionContext): JSX.Element {
   if (runs.data.length === 0) {
     return (
       <Empty>
-        <Prose text={trans.__('No tracked runs yet. Every completed job is logged to MLflow; group jobs into one run with `with qmlops_jupyter.track("experiment"):` in a notebook.')} />
+        <Prose
+          text={trans.__(
+            'No tracked runs yet. Every completed job is logged to MLflow; group jobs into one run with `with qmlops_jupyter.track("experiment"):` in a notebook.'
+          )}
+        />
         <div className="jp-qmlops-Actions">
-          <button className="jp-Button jp-mod-styled" data-action="open-mlflow" onClick={() => void commands.execute(CommandIDs.openMlflow, {})}>
+          <button
+            className="jp-Button jp-mod-styled"
+            data-action="open-mlflow"
+            onClick={() => void commands.execute(CommandIDs.openMlflow, {})}
+          >
             {trans.__('Open MLflow')}
           </button>
         </div>
@@ -712,7 +825,12 @@ export function RunsBody(context: ISectionContext): JSX.Element {
 
 // -- Budget ----------------------------------------------------------------------------------
 
-function Meter(props: { limit: IBudgetLimit; format: (n: number) => string; trans: TranslationBundle; label: string }): JSX.Element {
+function Meter(props: {
+  limit: IBudgetLimit;
+  format: (n: number) => string;
+  trans: TranslationBundle;
+  label: string;
+}): JSX.Element {
   const { limit, trans } = props;
   const share = limit.limit > 0 ? Math.min(1, limit.used / limit.limit) : limit.used > 0 ? 1 : 0;
   return (
@@ -748,7 +866,11 @@ export function BudgetBody(context: ISectionContext): JSX.Element {
   if (budget.data.length === 0) {
     return (
       <Empty>
-        <Prose text={trans.__('No budget is set, so nothing limits shots or spending. Set one in a terminal: `qmlops budget set --shots-per-day 100000 --usd-per-month 50`.')} />
+        <Prose
+          text={trans.__(
+            'No budget is set, so nothing limits shots or spending. Set one in a terminal: `qmlops budget set --shots-per-day 100000 --usd-per-month 50`.'
+          )}
+        />
       </Empty>
     );
   }
@@ -769,14 +891,24 @@ export function BudgetBody(context: ISectionContext): JSX.Element {
             <th scope="row">{row.backend === '*' ? trans.__('all backends') : row.backend}</th>
             <td data-limit="shots_per_day">
               {row.shots_per_day ? (
-                <Meter limit={row.shots_per_day} format={shots} trans={trans} label={trans.__('Shots today on %1', row.backend)} />
+                <Meter
+                  limit={row.shots_per_day}
+                  format={shots}
+                  trans={trans}
+                  label={trans.__('Shots today on %1', row.backend)}
+                />
               ) : (
                 <span className="jp-qmlops-Muted">{trans.__('no limit')}</span>
               )}
             </td>
             <td data-limit="usd_per_month">
               {row.usd_per_month ? (
-                <Meter limit={row.usd_per_month} format={usd} trans={trans} label={trans.__('Spend this month on %1', row.backend)} />
+                <Meter
+                  limit={row.usd_per_month}
+                  format={usd}
+                  trans={trans}
+                  label={trans.__('Spend this month on %1', row.backend)}
+                />
               ) : (
                 <span className="jp-qmlops-Muted">{trans.__('no limit')}</span>
               )}

@@ -33,7 +33,9 @@ export class QmlopsStatusItem extends ReactWidget {
               role="button"
               tabIndex={0}
               data-running={running}
-              data-budget-level={use === null ? 'none' : use >= 1 ? 'over' : use >= 0.8 ? 'high' : 'ok'}
+              data-budget-level={
+                use === null ? 'none' : use >= 1 ? 'over' : use >= 0.8 ? 'high' : 'ok'
+              }
               onClick={this._onClick}
               onKeyDown={event => {
                 if (event.key === 'Enter' || event.key === ' ') {

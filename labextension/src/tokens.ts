@@ -5,6 +5,7 @@
  */
 import { Token } from '@lumino/coreutils';
 import { ISignal } from '@lumino/signaling';
+import type { TranslationBundle } from '@jupyterlab/translation';
 import type { QmlopsClient } from './api';
 
 /** A job's state; terminal ones never change. */
@@ -208,31 +209,51 @@ export interface ICredentialField {
 }
 
 /** The fields each provider's credential takes (the server's CredentialRequest schema). */
-export const CREDENTIAL_FIELDS: Record<CredentialProvider, ICredentialField[]> = {
-  ionq: [{ name: 'api_key', label: 'API key', secret: true, required: true }],
-  ibm: [
-    { name: 'token', label: 'API token', secret: true, required: true },
-    {
-      name: 'channel',
-      label: 'Channel',
-      secret: false,
-      required: false,
-      placeholder: 'ibm_quantum_platform'
-    },
-    { name: 'instance', label: 'Instance (CRN)', secret: false, required: false }
-  ],
-  aws: [
-    { name: 'aws_access_key_id', label: 'Access key id', secret: true, required: true },
-    {
-      name: 'aws_secret_access_key',
-      label: 'Secret access key',
-      secret: true,
-      required: true
-    },
-    { name: 'aws_session_token', label: 'Session token', secret: true, required: false },
-    { name: 'region', label: 'Region', secret: false, required: false, placeholder: 'us-east-1' }
-  ]
-};
+export function credentialFields(
+  trans: TranslationBundle
+): Record<CredentialProvider, ICredentialField[]> {
+  return {
+    ionq: [{ name: 'api_key', label: trans.__('API key'), secret: true, required: true }],
+    ibm: [
+      { name: 'token', label: trans.__('API token'), secret: true, required: true },
+      {
+        name: 'channel',
+        label: trans.__('Channel'),
+        secret: false,
+        required: false,
+        placeholder: 'ibm_quantum_platform' // eslint-disable-line jupyter/no-untranslated-string
+      },
+      { name: 'instance', label: trans.__('Instance (CRN)'), secret: false, required: false }
+    ],
+    aws: [
+      {
+        name: 'aws_access_key_id',
+        label: trans.__('Access key id'),
+        secret: true,
+        required: true
+      },
+      {
+        name: 'aws_secret_access_key',
+        label: trans.__('Secret access key'),
+        secret: true,
+        required: true
+      },
+      {
+        name: 'aws_session_token',
+        label: trans.__('Session token'),
+        secret: true,
+        required: false
+      },
+      {
+        name: 'region',
+        label: trans.__('Region'),
+        secret: false,
+        required: false,
+        placeholder: 'us-east-1' // eslint-disable-line jupyter/no-untranslated-string
+      }
+    ]
+  };
+}
 
 /** One limit of a budget and where its period stands. */
 export interface IBudgetLimit {

@@ -177,23 +177,11 @@ def mlflow_ui(port: int) -> None:
     if cfg.embedded:
         client.settings.ensure_home()
         (client.settings.home / "mlflow").mkdir(parents=True, exist_ok=True)
-    argv = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "server",
-        "--backend-store-uri",
-        cfg.uri,
-        "--default-artifact-root",
-        cfg.artifact_root,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    from ..tracking.ui import mlflow_server_command
+
+    # The store's URI goes in the environment: a command line is readable by any local user.
+    argv, extra = mlflow_server_command(cfg, port)
+    env = {**os.environ, **extra}
     click.echo(
         f"MLflow UI for {cfg.safe_uri} at http://127.0.0.1:{port}/ (Ctrl-C to stop)", err=True
     )

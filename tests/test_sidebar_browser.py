@@ -1,0 +1,600 @@
+"""The qmlops sidebar in JupyterLab as a user sees it: a real ``jupyter lab`` (the server
+extension and the ``qmlops-jupyter`` labextension as installed) rendered by headless Chromium
+(see ``browser.py``). One JupyterLab, one browser and one page for the module; the tests run in
+order and build on each other (the credential added in one is used by the jobs of the next).
+
+IonQ is reached offline through two loopback IonQ emulators (real subprocesses speaking IonQ's
+REST API): ``ionq:simulator`` points at one with a one-second queue, ``ionq:qpu.aria-1`` at one
+whose queue is long enough for a job to wait there until it is cancelled. Both accept only the
+API key typed into the sidebar's credential form, so a job that runs proves the key went through
+the vault; the lab's environment holds no IonQ key.
+
+- The panel: its left tab, the four sections, the ``aer`` backend, the empty Jobs section.
+- A credential typed into the form is stored, shown masked, tested against IonQ, and its secret
+  is in no page HTML, input, log or file of the lab (the vault holds ciphertext only).
+- A job submitted from a notebook cell is followed live (QUEUED, RUNNING, COMPLETED) without a
+  reload.
+- A job waiting in IonQ's queue is cancelled from its row, at IonQ too.
+- The completed job's detail tab shows its histogram (the ledger's counts) and its OpenQASM.
+- The panel follows JupyterLab's dark theme.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.register_assert_rewrite("browser")
+from browser import (  # noqa: E402
+    ARTIFACTS,
+    NOTIFICATIONS,
+    WIDGET_MANAGER,
+    Chromium,
+    JupyterLab,
+    expect,
+    open_notebook,
+    secret_hits,
+)
+from qmlops_testing import BELL_QASM2  # noqa: E402
+
+from qmlops_jupyter.testing.ionq_emulator import EmulatorProcess  # noqa: E402
+
+pytest_plugins = ["browser"]
+pytestmark = pytest.mark.slow
+
+#: The IonQ key a user types into the sidebar's credential form; the emulators take no other.
+SECRET = "IonQ-sidebar-9TqV4mXe7LcZ2hRw5Kp8"
+ALIAS = "ionq-lab"
+SIDEBAR = "#qmlops-sidebar"
+SECTIONS = ["Backends", "Jobs", "Runs", "Budget"]
+#: Seconds a job waits in the fast emulator's queue before it runs: short, so the run starts
+#: before the engine's second poll (its polls come 0.5, 1, 2, 4 ... s apart, +-20 %, on a 1 s
+#: tick; at most about 2.2 s apart around then).
+QUEUE_SECONDS = 1.0
+#: The emulator samples on Aer: eight million shots keep a Bell job running for about four
+#: seconds (longer on a busy machine), longer than that gap, so a poll always finds it running.
+LIVE_SHOTS = 8_000_000
+#: Long enough for a job to be cancelled while it still waits in the slow emulator's queue.
+LONG_QUEUE_SECONDS = 3600.0
+
+#: What the tests pass on to the next ones (job ids); a later test fails if it is missing.
+SHARED: dict[str, Any] = {}
+
+
+# -- fixtures -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def emulators(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, EmulatorProcess]]:
+    """The two IonQ emulators, outside the lab's folder (their state holds what IonQ would)."""
+    fast = EmulatorProcess(tmp_path_factory.mktemp("ionq-fast"), QUEUE_SECONDS, api_key=SECRET)
+    slow = EmulatorProcess(tmp_path_factory.mktemp("ionq-slow"), LONG_QUEUE_SECONDS, api_key=SECRET)
+    try:
+        fast.start()
+        slow.start()
+        yield {"fast": fast, "slow": slow}
+    finally:
+        fast.kill()
+        slow.kill()
+
+
+@pytest.fixture(scope="module")
+def lab(
+    tmp_path_factory: pytest.TempPathFactory, emulators: dict[str, EmulatorProcess]
+) -> Iterator[JupyterLab]:
+    """The module's JupyterLab (as ``browser.lab``) with IonQ pointed at the emulators in its
+    QMLOPS_HOME's backends.yaml, and no IonQ key in its environment."""
+    folder = tmp_path_factory.mktemp("lab")
+    home = folder / "qmlops-home"
+    home.mkdir(mode=0o700)
+    (home / "backends.yaml").write_text(
+        "backends:\n"
+        "  aer:\n"
+        "    max_shots: 100000\n"
+        "  ionq:simulator:\n"
+        "    max_shots: 10000000\n"
+        "    options:\n"
+        f"      api_url: {emulators['fast'].url}\n"
+        "      timeout: 20\n"
+        "  ionq:qpu.aria-1:\n"
+        "    options:\n"
+        f"      api_url: {emulators['slow'].url}\n"
+        "      timeout: 20\n",
+        encoding="utf-8",
+    )
+    server = JupyterLab(folder, IONQ_API_KEY="")
+    try:
+        server.start()
+        server.set_setting(WIDGET_MANAGER, {"saveState": True})
+        server.set_setting(NOTIFICATIONS, {"fetchNews": "false", "checkForUpdates": False})
+        yield server
+    finally:
+        server.stop()
+        print(f"jupyter lab log: {server.log_path}")
+
+
+class Page:
+    """The module's one JupyterLab tab and what its console said."""
+
+    def __init__(self, page: Any) -> None:
+        self.page = page
+        self.console: list[str] = []
+        page.on("console", lambda msg: self.console.append(f"{msg.type}: {msg.text}"))
+        page.on("pageerror", lambda exc: self.console.append(f"pageerror: {exc}"))
+
+
+@pytest.fixture(scope="module")
+def module_page(lab: JupyterLab, chromium: Chromium) -> Iterator[Page]:
+    chromium.enter()
+    try:
+        tab = Page(chromium.context.new_page())
+        tab.page.set_default_timeout(60_000)
+    finally:
+        chromium.leave()
+    yield tab
+    chromium.enter()
+    try:
+        tab.page.close()
+    finally:
+        chromium.leave()
+
+
+@pytest.fixture
+def page(module_page: Page, chromium: Chromium, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The module's page, for one test; on failure, a screenshot and the browser console."""
+    chromium.enter()
+    try:
+        yield module_page.page
+        report = getattr(request.node, "rep_call", None)
+        if report is None or report.failed:
+            name = re.sub(r"[^\w.-]", "_", request.node.name)
+            with contextlib.suppress(Exception):
+                shot(module_page.page, f"{name}-failed")
+            print("browser console:\n" + "\n".join(module_page.console[-80:]))
+    finally:
+        chromium.leave()
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+
+def shot(page: Any, name: str, element: Any = None) -> Path:
+    """A screenshot kept under ``tests/artifacts/sidebar-<name>.png``."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"sidebar-{name}.png"
+    (element or page).screenshot(path=str(path))
+    print(f"screenshot: {path}")
+    return path
+
+
+def wait_app(page: Any) -> None:
+    """Until JupyterLab has started and restored its layout."""
+    page.wait_for_function(
+        "() => !!window.jupyterapp && !!document.querySelector('.jp-SideBar.jp-mod-left')",
+        timeout=120_000,
+    )
+    page.evaluate("() => window.jupyterapp.restored")
+
+
+def wait_no_splash(page: Any) -> None:
+    """Until JupyterLab's splash (shown while a theme loads) is gone."""
+    expect(page.locator("#jupyterlab-splash")).to_have_count(0, timeout=60_000)
+
+
+def sidebar(page: Any) -> Any:
+    return page.locator(SIDEBAR)
+
+
+def section(page: Any, name: str) -> Any:
+    return sidebar(page).locator(f'.jp-qmlops-Section[data-section="{name}"]')
+
+
+def open_sidebar(page: Any) -> None:
+    """Show the panel through its command, as the palette does."""
+    page.evaluate("() => window.jupyterapp.commands.execute('qmlops:open-sidebar')")
+    expect(sidebar(page)).to_be_visible()
+
+
+def section_titles(page: Any) -> list[str]:
+    return page.evaluate(
+        """(sel) => [...document.querySelectorAll(`${sel} .lm-AccordionPanel-title`)].map(t => {
+            const label = t.querySelector('.lm-AccordionPanel-titleLabel');
+            return (label || t).textContent.trim();
+        })""",
+        SIDEBAR,
+    )
+
+
+def expand(page: Any, title: str) -> None:
+    """Open an accordion section of the panel by clicking its title, unless it is open."""
+    heading = sidebar(page).locator(".lm-AccordionPanel-title", has_text=title).first
+    expect(heading).to_be_visible()
+    if heading.get_attribute("aria-expanded") != "true":
+        heading.click()
+    expect(heading).to_have_attribute("aria-expanded", "true")
+
+
+def job_row(page: Any, job_id: str) -> Any:
+    return sidebar(page).locator(f'li.jp-qmlops-Job[data-job-id="{job_id}"]')
+
+
+def luminance(css_color: str) -> float:
+    """The relative luminance (WCAG) of an ``rgb()``/``rgba()`` colour."""
+    r, g, b = (int(v) / 255 for v in re.findall(r"[\d.]+", css_color)[:3])
+
+    def linear(c: float) -> float:
+        return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+
+    return 0.2126 * linear(r) + 0.7152 * linear(g) + 0.0722 * linear(b)
+
+
+#: The colours the panel shows: its own background (or, if it paints none, the first painted
+#: ancestor's), and the text colour of the panel and of a section's body.
+PANEL_COLOURS = """(sel) => {
+    const panel = document.querySelector(sel);
+    const painted = (node) => {
+        for (let n = node; n; n = n.parentElement) {
+            const bg = getComputedStyle(n).backgroundColor;
+            const alpha = bg.startsWith('rgba') ? parseFloat(bg.split(',')[3]) : 1;
+            if (alpha > 0.5) {
+                return {color: bg, from: n === node ? 'itself' : (n.id || n.className)};
+            }
+        }
+        return {color: 'rgb(255, 255, 255)', from: 'nothing painted'};
+    };
+    const body = panel.querySelector('.jp-qmlops-Section[data-section="jobs"]') || panel;
+    const name = panel.querySelector('.jp-qmlops-Job-name') || body;
+    return {
+        own: getComputedStyle(panel).backgroundColor,
+        background: painted(panel),
+        sectionBackground: painted(body),
+        text: getComputedStyle(panel).color,
+        sectionText: getComputedStyle(name).color,
+    };
+}"""
+
+#: Records, in the page, every ``data-state`` each job row of the panel shows: rows added and
+#: attribute changes, as they happen. The record lives in ``window`` and so only survives as
+#: long as the page is not reloaded.
+RECORD_JOB_STATES = """(sel) => {
+    const seen = window.qmlopsSidebarStates = {};
+    const push = (row) => {
+        if (!row.dataset || !row.dataset.jobId || row.dataset.state === undefined) return;
+        const states = seen[row.dataset.jobId] = seen[row.dataset.jobId] || [];
+        if (states[states.length - 1] !== row.dataset.state) states.push(row.dataset.state);
+    };
+    const rows = (node) => node.nodeType !== 1 ? [] :
+        [...(node.matches('li.jp-qmlops-Job') ? [node] : []),
+         ...node.querySelectorAll('li.jp-qmlops-Job')];
+    document.querySelectorAll(`${sel} li.jp-qmlops-Job`).forEach(push);
+    new MutationObserver((records) => {
+        for (const r of records) {
+            if (r.type === 'attributes') {
+                if (r.target.matches('li.jp-qmlops-Job')) push(r.target);
+            } else {
+                r.addedNodes.forEach(n => rows(n).forEach(push));
+            }
+        }
+    }).observe(document.body, {
+        subtree: true, childList: true, attributes: true, attributeFilter: ['data-state'],
+    });
+}"""
+
+
+def recorded_states(page: Any, job_id: str) -> list[str]:
+    return page.evaluate("(id) => (window.qmlopsSidebarStates || {})[id] || []", job_id)
+
+
+def in_order(seen: list[str], wanted: list[str]) -> bool:
+    """Whether ``wanted`` appears in ``seen`` in that order (not necessarily adjacent)."""
+    it = iter(seen)
+    return all(state in it for state in wanted)
+
+
+def lab_files(lab: JupyterLab) -> list[Path]:
+    return [p for p in lab.folder.rglob("*") if p.is_file()]
+
+
+def assert_secret_nowhere(page: Any, lab: JupyterLab) -> None:
+    """Not in the page's HTML, not in any input's value, not in any file the lab wrote (its
+    log, notebooks, Jupyter's and IPython's folders, QMLOPS_HOME: the vault is ciphertext)."""
+    assert SECRET not in page.content()
+    in_inputs = page.evaluate(
+        """(s) => [...document.querySelectorAll('input, textarea')]
+            .filter(i => (i.value || '').includes(s)).length""",
+        SECRET,
+    )
+    assert in_inputs == 0, "an input still holds the secret"
+    files = lab_files(lab)
+    assert lab.log_path in files
+    assert secret_hits(SECRET, files) == []
+
+
+# -- the tests ------------------------------------------------------------------------------------
+
+
+def test_the_panel_opens_with_its_four_sections_the_aer_backend_and_an_empty_jobs_list(
+    lab: JupyterLab, page: Any
+) -> None:
+    page.goto(f"{lab.base}/lab?reset&token={lab.token}", timeout=120_000)
+    wait_app(page)
+    tab = page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab[data-id='qmlops-sidebar']")
+    expect(tab).to_have_count(1)
+    if not sidebar(page).is_visible():
+        tab.click()  # a user opens it from its tab in the left side bar
+    panel = sidebar(page)
+    expect(panel).to_be_visible()
+    expect(panel).to_have_class(re.compile(r"\bjp-qmlops-Sidebar\b"))
+    assert section_titles(page) == SECTIONS
+
+    for name in ("backends", "jobs", "runs", "budget"):
+        expect(section(page, name)).to_have_count(1)
+    expand(page, "Backends")
+    aer = panel.locator('li.jp-qmlops-Backend[data-backend="aer"]')
+    expect(aer).to_be_visible()
+    expect(aer).to_contain_text("aer")
+    expect(aer.locator(".jp-qmlops-chip").first).to_be_visible()
+
+    # No job exists yet: the Jobs section says so and what to do.
+    assert lab.api("GET", "/jobs")["jobs"] == []
+    expand(page, "Jobs")
+    empty = section(page, "jobs").locator(".jp-qmlops-Empty")
+    expect(empty).to_be_visible()
+    text = empty.inner_text().strip()
+    print(f"empty jobs section: {text!r}")
+    assert re.search(r"submit|run", text, re.IGNORECASE), text
+    expect(section(page, "jobs").locator("li.jp-qmlops-Job")).to_have_count(0)
+    shot(page, "opened")
+    shot(page, "opened-panel", panel)
+
+    # The command shows it too, once the left area has been collapsed.
+    tab.click()
+    expect(panel).to_be_hidden()
+    open_sidebar(page)
+
+
+def test_a_credential_added_in_the_form_is_masked_tested_and_its_secret_is_nowhere(
+    lab: JupyterLab, page: Any
+) -> None:
+    open_sidebar(page)
+    expand(page, "Backends")
+    panel = sidebar(page)
+    panel.locator('button[data-action="add-credential"]').click()
+    form = panel.locator("form.jp-qmlops-CredentialForm")
+    expect(form).to_be_visible()
+    provider = form.locator('select[name="provider"]')
+    values = provider.locator("option").evaluate_all("(os) => os.map(o => o.value)")
+    assert {"ionq", "ibm", "aws"} <= set(values), values
+    provider.select_option("ionq")
+    form.locator('input[name="alias"]').fill(ALIAS)
+    key = form.locator('input[name="api_key"]')
+    expect(key).to_have_attribute("type", "password")
+    key.fill(SECRET)
+    shot(page, "credential-form", panel)
+    form.locator('button[type="submit"]').click()
+
+    row = panel.locator(f'li.jp-qmlops-Credential[data-alias="{ALIAS}"]')
+    expect(row).to_be_visible()
+    expect(form).to_be_hidden()  # closed (and emptied) after the save
+    hint = row.locator(".jp-qmlops-Credential-hint").inner_text().strip()
+    assert hint.endswith(SECRET[-4:]), hint
+    assert SECRET not in hint and SECRET[:-4] not in hint, "the hint shows the secret"
+    stored = {c["alias"]: c for c in lab.api("GET", "/credentials")}
+    assert stored[ALIAS]["provider"] == "ionq"
+    assert hint.endswith(stored[ALIAS]["hint"].lstrip("…")), (hint, stored[ALIAS]["hint"])
+
+    # Test asks IonQ (the emulator, which takes this key only) whether it accepts it.
+    row.locator('button[data-action="test-credential"]').click()
+    answer = row.locator(".jp-qmlops-Credential-test")
+    expect(answer).to_have_attribute("data-ok", "true", timeout=30_000)
+    print(f"credential test: {answer.inner_text()!r}")
+    assert SECRET not in answer.inner_text()
+    shot(page, "credential-saved", panel)
+    assert_secret_nowhere(page, lab)
+
+
+def test_a_job_submitted_from_a_notebook_is_followed_live_in_the_panel(
+    lab: JupyterLab, page: Any, emulators: dict[str, EmulatorProcess]
+) -> None:
+    lab.write_notebook(
+        "live.ipynb",
+        [
+            "import qmlops_jupyter as q\n"
+            "from qmlops_jupyter.client import get_client\n"
+            "print(type(get_client()).__name__)\n"
+            f"job = q.submit({BELL_QASM2!r}, backend='ionq:simulator', credential={ALIAS!r},\n"
+            f"               shots={LIVE_SHOTS}, name='sidebar-live')\n"
+            "print(job.id)",
+        ],
+    )
+    notebook = open_notebook(page, lab, "live.ipynb")
+    marker = uuid.uuid4().hex
+    page.evaluate("(m) => { window.qmlopsPageMarker = m; }", marker)
+    open_sidebar(page)
+    expand(page, "Jobs")
+    page.evaluate(RECORD_JOB_STATES, SIDEBAR)
+
+    outputs = notebook.run_cell(0)
+    errors = [o for o in outputs if o.get("output_type") == "error"]
+    assert not errors, errors
+    client, job_id = "".join(o.get("text", "") for o in outputs).split()
+    assert client == "RemoteClient"  # the kernel submitted through the server
+    SHARED["live"] = job_id
+
+    row = job_row(page, job_id)
+    expect(row).to_be_visible(timeout=30_000)
+    expect(row.locator(".jp-qmlops-Job-name")).to_contain_text("sidebar-live")
+    shot(page, "live-submitted")
+    # The screenshot of the running row is taken when the row first shows RUNNING (or ends).
+    page.wait_for_function(
+        """(id) => {
+            const row = document.querySelector(`li.jp-qmlops-Job[data-job-id="${id}"]`);
+            return !!row && ['RUNNING', 'COMPLETED', 'FAILED', 'CANCELLED']
+                .includes(row.dataset.state);
+        }""",
+        arg=job_id,
+        timeout=60_000,
+        polling=50,
+    )
+    shot(page, "live-running")
+    expect(row).to_have_attribute("data-state", "COMPLETED", timeout=120_000)
+    chip = row.locator(".jp-qmlops-chip[data-state]")
+    expect(chip).to_have_text(re.compile(r"COMPLETED\s*$"))
+    expect(row.locator('button[data-action="cancel-job"]')).to_have_count(0)
+    shot(page, "live-completed")
+
+    states = recorded_states(page, job_id)
+    record = lab.api("GET", f"/jobs/{job_id}?events=true")
+    ledger = [e["to_state"] for e in record["events"] if e["kind"] == "transition"]
+    print(f"sidebar row states: {states}; ledger transitions: {ledger}")
+    # The job itself went through RUNNING (else the emulator ran it too fast to be seen) ...
+    assert in_order(ledger, ["QUEUED", "RUNNING", "COMPLETED"]), ledger
+    # ... and the row showed each of those states as it happened.
+    assert in_order(states, ["QUEUED", "RUNNING", "COMPLETED"]), (states, ledger)
+    assert states[-1] == "COMPLETED"
+    # Seen in this page, without a reload: the marker set before the cell ran is still there.
+    assert page.evaluate("() => window.qmlopsPageMarker") == marker
+    assert record["state"] == "COMPLETED", record.get("error")
+    assert record["provider_job_id"] in {j["id"] for j in emulators["fast"].jobs()}
+
+
+def test_a_job_waiting_in_the_ionq_queue_is_cancelled_from_its_row(
+    lab: JupyterLab, page: Any, emulators: dict[str, EmulatorProcess]
+) -> None:
+    job = lab.api(
+        "POST",
+        "/jobs",
+        {
+            "backend": "ionq:qpu.aria-1",
+            "circuits": [BELL_QASM2],
+            "shots": 100,
+            "name": "sidebar-cancel",
+            "credential": ALIAS,
+        },
+    )
+    job_id = job["id"]
+    open_sidebar(page)
+    expand(page, "Jobs")
+    row = job_row(page, job_id)
+    expect(row).to_be_visible(timeout=30_000)
+    # Waiting at IonQ (the slow emulator) before the cancel is asked for.
+    expect(row).to_have_attribute("data-state", "QUEUED", timeout=60_000)
+    shot(page, "cancel-queued")
+    remote_id = lab.api("GET", f"/jobs/{job_id}")["provider_job_id"]
+    assert emulators["slow"].job(remote_id)["status"] == "ready"
+
+    row.locator('button[data-action="cancel-job"]').click()
+    dialog = page.locator(".jp-Dialog")
+    with contextlib.suppress(Exception):
+        dialog.wait_for(state="visible", timeout=2_000)
+    if dialog.is_visible():  # a confirmation, if the panel asks for one
+        shot(page, "cancel-confirm")
+        dialog.locator("button.jp-mod-accept").click()
+    expect(row).to_have_attribute("data-state", "CANCELLED", timeout=60_000)
+    expect(row.locator(".jp-qmlops-chip[data-state]")).to_have_text(re.compile(r"CANCELLED\s*$"))
+    expect(row.locator('button[data-action="cancel-job"]')).to_have_count(0)
+    shot(page, "cancel-cancelled")
+
+    states = recorded_states(page, job_id)
+    print(f"cancelled row states: {states}")
+    assert states[-1] == "CANCELLED" and "QUEUED" in states, states
+    assert set(states) <= {"CREATED", "SUBMITTING", "QUEUED", "CANCELLING", "CANCELLED"}, states
+    assert lab.api("GET", f"/jobs/{job_id}")["state"] == "CANCELLED"
+    # Cancelled at IonQ too, not only in the ledger.
+    assert emulators["slow"].job(remote_id)["status"] == "canceled"
+    assert_secret_nowhere(page, lab)  # the key has now been used for three provider calls
+
+
+def test_the_completed_job_opens_its_histogram_and_openqasm(lab: JupyterLab, page: Any) -> None:
+    job_id = SHARED.get("live")
+    assert job_id, "the live job's test did not get as far as submitting it"
+    record = lab.api("GET", f"/jobs/{job_id}?qasm=true")
+    (counts,) = record["result"]["counts"]
+    assert sum(counts.values()) == record["shots"] == LIVE_SHOTS
+    assert set(counts) <= {"00", "11"}, counts
+
+    open_sidebar(page)
+    expand(page, "Jobs")
+    row = job_row(page, job_id)
+    row.locator(".jp-qmlops-Job-name").click()
+    detail = page.locator(f'[id="qmlops-job-{job_id}"]')
+    expect(detail).to_be_visible()
+    root = detail.locator(".jp-qmlops-JobDetail").or_(
+        page.locator(f'[id="qmlops-job-{job_id}"].jp-qmlops-JobDetail')
+    )
+    expect(root.first).to_have_attribute("data-state", "COMPLETED")
+    histogram = detail.locator("svg.jp-qmlops-Histogram")
+    expect(histogram).to_be_visible()
+    bars = histogram.locator("rect.jp-qmlops-Histogram-bar")
+    expect(bars).to_have_count(len(counts))
+    shown = {
+        b["outcome"]: int(b["count"])
+        for b in bars.evaluate_all(
+            "(rs) => rs.map(r => ({outcome: r.dataset.outcome, count: r.dataset.count}))"
+        )
+    }
+    assert shown == counts
+    assert sum(shown.values()) == record["shots"]
+
+    qasm = detail.locator("pre.jp-qmlops-Qasm")
+    expect(qasm).to_have_count(1)
+    shown_qasm = " ".join(qasm.inner_text().split())
+    sources = [" ".join(text.split()) for text in [*record.get("qasm3", []), BELL_QASM2]]
+    assert shown_qasm in sources, shown_qasm
+    assert "OPENQASM" in shown_qasm and "h q[0]" in shown_qasm
+    shot(page, "histogram")
+    shot(page, "histogram-detail", detail)
+
+
+def test_the_panel_follows_the_dark_theme(page: Any) -> None:
+    open_sidebar(page)
+    expand(page, "Jobs")
+    light = page.evaluate(PANEL_COLOURS, SIDEBAR)
+    print(f"light theme: {light}")
+    assert page.evaluate("() => document.body.dataset.jpThemeLight") == "true"
+    page.evaluate(
+        "() => window.jupyterapp.commands.execute('apputils:change-theme', "
+        "{theme: 'JupyterLab Dark'})"
+    )
+    try:
+        page.wait_for_function(
+            "() => document.body.dataset.jpThemeLight === 'false'", timeout=60_000
+        )
+        # The theme's stylesheet applies once loaded: until the panel's background has changed.
+        page.wait_for_function(
+            """([sel, before]) => {
+                const panel = document.querySelector(sel);
+                let n = panel;
+                while (n && getComputedStyle(n).backgroundColor === 'rgba(0, 0, 0, 0)') {
+                    n = n.parentElement;
+                }
+                return !!n && getComputedStyle(n).backgroundColor !== before;
+            }""",
+            arg=[SIDEBAR, light["background"]["color"]],
+            timeout=30_000,
+        )
+        wait_no_splash(page)
+        dark = page.evaluate(PANEL_COLOURS, SIDEBAR)
+        print(f"dark theme: {dark}")
+        shot(page, "dark")
+        shot(page, "dark-panel", sidebar(page))
+        assert luminance(light["background"]["color"]) > 0.5, light
+        assert luminance(dark["background"]["color"]) < 0.1, dark
+        assert luminance(dark["sectionBackground"]["color"]) < 0.1, dark
+        assert luminance(dark["text"]) > 0.4, dark
+        assert luminance(dark["sectionText"]) > 0.4, dark
+    finally:
+        page.evaluate(
+            "() => window.jupyterapp.commands.execute('apputils:change-theme', "
+            "{theme: 'JupyterLab Light'})"
+        )
+        page.wait_for_function(
+            "() => document.body.dataset.jpThemeLight === 'true'", timeout=60_000
+        )
+        wait_no_splash(page)
