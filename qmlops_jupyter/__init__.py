@@ -69,6 +69,12 @@ def _jupyter_server_extension_points() -> list[dict[str, Any]]:
     return points()
 
 
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """The prebuilt JupyterLab extension (the sidebar), for ``jupyter labextension develop``;
+    wheels install it under ``share/jupyter/labextensions/qmlops-jupyter``."""
+    return [{"src": "labextension", "dest": "qmlops-jupyter"}]
+
+
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext qmlops_jupyter``: the ``%qmlops`` line magic and ``%%qmlops run`` cell magic
     (:mod:`qmlops_jupyter.notebook.magics`; ``%qmlops help`` lists the commands)."""

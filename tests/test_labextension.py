@@ -146,3 +146,14 @@ def test_every_user_facing_string_goes_through_the_translator() -> None:
     index = (SOURCE / "src" / "index.ts").read_text()
     labels = re.findall(r"(?:label|caption|title|tooltip):\s*('[^']*'|\"[^\"]*\")", index)
     assert not labels, f"command labels not translated: {labels}"
+
+
+def test_the_package_points_jupyterlab_at_its_built_extension() -> None:
+    """What ``jupyter labextension develop`` links: the build output, named as in the wheel."""
+    import qmlops_jupyter
+
+    built_or_fail()
+    [path] = qmlops_jupyter._jupyter_labextension_paths()
+    assert path["dest"] == NAME
+    folder = Path(qmlops_jupyter.__file__).parent / path["src"]
+    assert json.loads((folder / "package.json").read_text())["name"] == NAME
