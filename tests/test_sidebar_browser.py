@@ -17,12 +17,26 @@ the vault; the lab's environment holds no IonQ key.
 - A job waiting in IonQ's queue is cancelled from its row, at IonQ too.
 - The completed job's detail tab shows its histogram (the ledger's counts) and its OpenQASM.
 - The panel follows JupyterLab's dark theme.
+- The credential form refuses a missing key and a bad alias on one line, and sends nothing.
+- The keyboard alone opens a job (Enter on its row), cancels a queued one (Tab to its Cancel
+  button, Enter) and shows the collapsed panel (Enter on the status-bar item).
+- The status bar counts unfinished jobs and shows the budget share, and the Budget section the
+  used and limit numbers, as the ledger has them over REST.
+- The state and backend filters list only the matching jobs, and say so when none matches.
+- The ``defaultBackend`` setting, changed in the Settings Editor, applies at once: the Backends
+  section's test job goes to ``braket_local`` and completes; the command palette lists the
+  panel's commands.
+- Tracking is on, as by default: the Runs section lists the MLflow runs of the completed jobs
+  (as ``GET /runs`` does), and "Open in MLflow" (in a run's row and on a job's detail) opens the
+  MLflow UI in a JupyterLab tab, through the server's proxy, on that run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,7 +65,10 @@ pytestmark = pytest.mark.slow
 #: The IonQ key a user types into the sidebar's credential form; the emulators take no other.
 SECRET = "IonQ-sidebar-9TqV4mXe7LcZ2hRw5Kp8"
 ALIAS = "ionq-lab"
+#: A key typed into a form that is refused before it is sent.
+UNSAVED_SECRET = "IonQ-never-saved-4NbW7yQs2Hd"
 SIDEBAR = "#qmlops-sidebar"
+PLUGIN = "qmlops-jupyter:plugin"
 SECTIONS = ["Backends", "Jobs", "Runs", "Budget"]
 #: Seconds a job waits in the fast emulator's queue before it runs: short, so the run starts
 #: before the engine's second poll (its polls come 0.5, 1, 2, 4 ... s apart, +-20 %, on a 1 s
@@ -62,6 +79,21 @@ QUEUE_SECONDS = 1.0
 LIVE_SHOTS = 8_000_000
 #: Long enough for a job to be cancelled while it still waits in the slow emulator's queue.
 LONG_QUEUE_SECONDS = 3600.0
+#: The daily shot budget set over REST: more than the live job's shots and the test job's.
+BUDGET_SHOTS = 20_000_000
+#: What the command palette lists under "Quantum" (labels as shown).
+PALETTE_LABELS = [
+    "Open the Quantum Jobs Sidebar",
+    "Refresh Quantum Jobs",
+    "Add a Quantum Backend Credential…",
+    "Test a Quantum Backend Credential…",
+    "Delete a Quantum Backend Credential…",
+    "Open a Quantum Job…",
+    "Cancel a Quantum Job…",
+    "Run a Bell Test Job on the Default Backend",
+    "Open MLflow",
+    "Show the Quantum Budget",
+]
 
 #: What the tests pass on to the next ones (job ids); a later test fails if it is missing.
 SHARED: dict[str, Any] = {}
@@ -89,7 +121,7 @@ def lab(
     tmp_path_factory: pytest.TempPathFactory, emulators: dict[str, EmulatorProcess]
 ) -> Iterator[JupyterLab]:
     """The module's JupyterLab (as ``browser.lab``) with IonQ pointed at the emulators in its
-    QMLOPS_HOME's backends.yaml, and no IonQ key in its environment."""
+    QMLOPS_HOME's backends.yaml, no IonQ key in its environment, and tracking on."""
     folder = tmp_path_factory.mktemp("lab")
     home = folder / "qmlops-home"
     home.mkdir(mode=0o700)
@@ -108,7 +140,9 @@ def lab(
         "      timeout: 20\n",
         encoding="utf-8",
     )
-    server = JupyterLab(folder, IONQ_API_KEY="")
+    # Tracking on, as a user has it: every completed job is logged to the embedded MLflow store
+    # under QMLOPS_HOME, which the Runs section lists and the MLflow tab shows.
+    server = JupyterLab(folder, IONQ_API_KEY="", QMLOPS_TRACKING="on")
     try:
         server.start()
         server.set_setting(WIDGET_MANAGER, {"saveState": True})
@@ -120,13 +154,19 @@ def lab(
 
 
 class Page:
-    """The module's one JupyterLab tab and what its console said."""
+    """The module's one JupyterLab tab, what its console said and which requests failed."""
 
     def __init__(self, page: Any) -> None:
         self.page = page
         self.console: list[str] = []
         page.on("console", lambda msg: self.console.append(f"{msg.type}: {msg.text}"))
         page.on("pageerror", lambda exc: self.console.append(f"pageerror: {exc}"))
+        page.on("response", self._on_response)
+
+    def _on_response(self, response: Any) -> None:
+        if response.status >= 400:  # the address without its query (which may hold the token)
+            url = response.url.split("?", 1)[0]
+            self.console.append(f"HTTP {response.status}: {response.request.method} {url}")
 
 
 @pytest.fixture(scope="module")
@@ -232,6 +272,71 @@ def luminance(css_color: str) -> float:
         return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
 
     return 0.2126 * linear(r) + 0.7152 * linear(g) + 0.0722 * linear(b)
+
+
+def status_item(page: Any) -> Any:
+    """The text of the panel's status-bar item (a button)."""
+    return page.locator(".jp-qmlops-StatusItem .jp-qmlops-StatusItem-text")
+
+
+def refresh(page: Any) -> None:
+    """Click the panel's refresh button (its toolbar), as a user does to re-read everything."""
+    button = sidebar(page).locator('.jp-Toolbar [title="Refresh backends, jobs, runs and budgets"]')
+    expect(button).to_have_count(1)
+    button.click()
+
+
+def focused(page: Any) -> dict[str, Any]:
+    """What has the keyboard focus: its tag, ``data-action``, and the job row it is in."""
+    return page.evaluate(
+        """() => {
+            const a = document.activeElement;
+            const row = a && a.closest('li.jp-qmlops-Job');
+            return {tag: a ? a.tagName : null, action: (a && a.dataset.action) || null,
+                    job: row ? row.dataset.jobId : null, isRow: !!a && a === row};
+        }"""
+    )
+
+
+def listed_jobs(page: Any) -> list[str]:
+    return (
+        section(page, "jobs")
+        .locator("li.jp-qmlops-Job")
+        .evaluate_all("(rows) => rows.map(r => r.dataset.jobId)")
+    )
+
+
+def wait_shown(page: Any, shown: Any, wanted: Any, timeout: float = 15) -> None:
+    """Until ``shown()`` (what the page shows) equals ``wanted``."""
+    deadline = time.monotonic() + timeout
+    while shown() != wanted and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+    assert shown() == wanted
+
+
+def wait_listed(page: Any, wanted: set[str], timeout: float = 15) -> None:
+    """Until the Jobs section lists exactly ``wanted`` (each once)."""
+    wait_shown(page, lambda: sorted(listed_jobs(page)), sorted(wanted), timeout)
+
+
+def js_round_percent(used: float, limit: float) -> int:
+    """``Math.round(used / limit * 100)``, as the status bar rounds a share."""
+    return math.floor(used / limit * 100 + 0.5)
+
+
+def wait_rest(what: str, predicate: Any, timeout: float = 60) -> Any:
+    """``predicate()``'s first truthy value, asked every 0.2 s for up to ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+#: The frame of the MLflow tab (the IFrame widget's iframe).
+MLFLOW_FRAME = "#qmlops-mlflow iframe"
 
 
 #: The colours the panel shows: its own background (or, if it paints none, the first painted
@@ -399,6 +504,60 @@ def test_a_credential_added_in_the_form_is_masked_tested_and_its_secret_is_nowhe
     assert_secret_nowhere(page, lab)
 
 
+def test_the_credential_form_refuses_a_missing_key_and_a_bad_alias_and_saves_nothing(
+    lab: JupyterLab, page: Any
+) -> None:
+    before = lab.api("GET", "/credentials")
+    open_sidebar(page)
+    expand(page, "Backends")
+    panel = sidebar(page)
+    sent: list[str] = []
+
+    def on_request(request: Any) -> None:
+        if "/qmlops/api/v1/credentials/" in request.url and request.method != "GET":
+            sent.append(f"{request.method} {request.url}")
+
+    page.on("request", on_request)
+    try:
+        panel.locator('button[data-action="add-credential"]').click()
+        form = panel.locator("form.jp-qmlops-CredentialForm")
+        expect(form).to_be_visible()
+        form.locator('select[name="provider"]').select_option("ionq")
+        form.locator('input[name="alias"]').fill("ionq-no-key")
+        form.locator('button[type="submit"]').click()  # the API key left empty
+        error = form.locator(".jp-qmlops-CredentialForm-error")
+        expect(error).to_be_visible()
+        expect(error).to_have_text(re.compile(r"^API key is required\.$"))
+        shot(page, "credential-error-missing-key", panel)
+
+        # A key, but an alias the vault would refuse (a space, a "!").
+        form.locator('input[name="alias"]').fill("ionq lab!")
+        form.locator('input[name="api_key"]').fill(UNSAVED_SECRET)
+        form.locator('button[type="submit"]').click()
+        expect(error).to_contain_text("An alias is 1 to 64 letters")
+        text = error.inner_text().strip()
+        print(f"credential form error: {text!r}")
+        assert "\n" not in text, text  # one line
+        assert UNSAVED_SECRET not in text
+        expect(form).to_be_visible()  # still open, to be corrected
+        shot(page, "credential-error-alias", panel)
+
+        # Cancel closes the form and drops what was typed.
+        form.locator('button[data-action="cancel-credential"]').click()
+        expect(form).to_be_hidden()
+    finally:
+        page.remove_listener("request", on_request)
+    assert sent == [], sent  # nothing reached the server ...
+    assert lab.api("GET", "/credentials") == before  # ... and nothing was stored
+    assert UNSAVED_SECRET not in page.content()
+    panel.locator('button[data-action="add-credential"]').click()
+    form = panel.locator("form.jp-qmlops-CredentialForm")
+    expect(form.locator('input[name="alias"]')).to_have_value("")
+    expect(form.locator('input[name="api_key"]')).to_have_value("")
+    form.locator('button[data-action="cancel-credential"]').click()
+    expect(form).to_be_hidden()
+
+
 def test_a_job_submitted_from_a_notebook_is_followed_live_in_the_panel(
     lab: JupyterLab, page: Any, emulators: dict[str, EmulatorProcess]
 ) -> None:
@@ -485,6 +644,10 @@ def test_a_job_waiting_in_the_ionq_queue_is_cancelled_from_its_row(
     expect(row).to_be_visible(timeout=30_000)
     # Waiting at IonQ (the slow emulator) before the cancel is asked for.
     expect(row).to_have_attribute("data-state", "QUEUED", timeout=60_000)
+    # The status bar counts it: the one unfinished job.
+    status = page.locator(".jp-qmlops-StatusItem-text")
+    expect(status).to_have_attribute("data-running", "1")
+    expect(status).to_have_text(re.compile(r"(^|\s)1 running"))
     shot(page, "cancel-queued")
     remote_id = lab.api("GET", f"/jobs/{job_id}")["provider_job_id"]
     assert emulators["slow"].job(remote_id)["status"] == "ready"
@@ -499,6 +662,8 @@ def test_a_job_waiting_in_the_ionq_queue_is_cancelled_from_its_row(
     expect(row).to_have_attribute("data-state", "CANCELLED", timeout=60_000)
     expect(row.locator(".jp-qmlops-chip[data-state]")).to_have_text(re.compile(r"CANCELLED\s*$"))
     expect(row.locator('button[data-action="cancel-job"]')).to_have_count(0)
+    expect(status).to_have_attribute("data-running", "0")
+    expect(status).to_have_text(re.compile(r"(^|\s)0 running"))
     shot(page, "cancel-cancelled")
 
     states = recorded_states(page, job_id)
@@ -598,3 +763,317 @@ def test_the_panel_follows_the_dark_theme(page: Any) -> None:
             "() => document.body.dataset.jpThemeLight === 'true'", timeout=60_000
         )
         wait_no_splash(page)
+
+
+def test_the_keyboard_opens_a_job_cancels_a_queued_one_and_opens_the_panel(
+    lab: JupyterLab, page: Any, emulators: dict[str, EmulatorProcess]
+) -> None:
+    job_id = lab.api(
+        "POST",
+        "/jobs",
+        {
+            "backend": "ionq:qpu.aria-1",
+            "circuits": [BELL_QASM2],
+            "shots": 100,
+            "name": "sidebar-keyboard",
+            "credential": ALIAS,
+        },
+    )["id"]
+    SHARED["keyboard"] = job_id
+    open_sidebar(page)
+    expand(page, "Jobs")
+    row = job_row(page, job_id)
+    expect(row).to_have_attribute("data-state", "QUEUED", timeout=60_000)
+    expect(status_item(page)).to_have_attribute("data-running", "1")
+    jobs = section(page, "jobs")
+    expect(jobs.locator("li.jp-qmlops-Job").first).to_have_attribute("data-job-id", job_id)
+
+    # Tab from the backend filter reaches the newest job's row; Enter opens its detail.
+    backend_filter = jobs.locator('select[name="backend-filter"]')
+    backend_filter.focus()
+    page.keyboard.press("Tab")
+    assert focused(page) == {"tag": "LI", "action": None, "job": job_id, "isRow": True}
+    shot(page, "keyboard-row-focused")
+    page.keyboard.press("Enter")
+    detail = page.locator(f'[id="qmlops-job-{job_id}"]')
+    expect(detail).to_be_visible()
+    expect(detail.locator(".jp-qmlops-JobDetail")).to_have_attribute("data-state", "QUEUED")
+    assert page.evaluate("() => window.jupyterapp.shell.currentWidget.id") == f"qmlops-job-{job_id}"
+
+    # Tab twice from the filter: the row, then its Cancel button; Enter cancels the job.
+    backend_filter.focus()
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")
+    assert focused(page) == {"tag": "BUTTON", "action": "cancel-job", "job": job_id, "isRow": False}
+    remote_id = lab.api("GET", f"/jobs/{job_id}")["provider_job_id"]
+    assert emulators["slow"].job(remote_id)["status"] == "ready"
+    page.keyboard.press("Enter")
+    expect(row).to_have_attribute("data-state", "CANCELLED", timeout=60_000)
+    # The open detail follows, and the status bar no longer counts it.
+    expect(detail.locator(".jp-qmlops-JobDetail")).to_have_attribute("data-state", "CANCELLED")
+    expect(status_item(page)).to_have_attribute("data-running", "0")
+    expect(status_item(page)).to_have_text(re.compile(r"(^|\s)0 running"))
+    shot(page, "keyboard-cancelled")
+    assert lab.api("GET", f"/jobs/{job_id}")["state"] == "CANCELLED"
+    assert emulators["slow"].job(remote_id)["status"] == "canceled"
+
+    # The status-bar item is a button: Enter on it shows the collapsed panel again.
+    page.evaluate("() => window.jupyterapp.shell.collapseLeft()")
+    expect(sidebar(page)).to_be_hidden()
+    item = status_item(page)
+    expect(item).to_have_attribute("role", "button")
+    item.focus()
+    assert page.evaluate(
+        "() => document.activeElement.classList.contains('jp-qmlops-StatusItem-text')"
+    )
+    page.keyboard.press("Enter")
+    expect(sidebar(page)).to_be_visible()
+    shot(page, "keyboard-status-opened")
+
+
+def test_the_status_bar_and_the_budget_section_show_the_ledgers_budget(
+    lab: JupyterLab, page: Any
+) -> None:
+    assert lab.api("GET", "/budget") == []
+    expect(status_item(page)).to_have_attribute("data-budget-level", "none")
+    expect(status_item(page)).not_to_contain_text("budget")
+
+    budgets = lab.api("PUT", "/budget", {"shots_per_day": BUDGET_SHOTS})
+    (everything,) = [b for b in budgets if b["backend"] == "*"]
+    assert everything["usd_per_month"] is None
+    shots = everything["shots_per_day"]
+    used, limit, remaining = shots["used"], shots["limit"], shots["remaining"]
+    print(f"budget over REST: {used} of {limit} shots used today")
+    assert limit == BUDGET_SHOTS
+    assert used >= LIVE_SHOTS  # the live job's shots, at least
+    assert remaining == limit - used
+
+    open_sidebar(page)
+    expand(page, "Budget")
+    refresh(page)
+    row = section(page, "budget").locator('tr[data-budget-backend="*"]')
+    expect(row).to_be_visible()
+    meter = row.locator('td[data-limit="shots_per_day"] [role="meter"]')
+    expect(meter).to_have_attribute("aria-valuenow", str(used))
+    expect(meter).to_have_attribute("aria-valuemax", str(limit))
+    cell = row.locator('td[data-limit="shots_per_day"]')
+    expect(cell.locator(".jp-qmlops-Budget-used")).to_have_text(f"{used:,} of {limit:,} used")
+    expect(cell.locator(".jp-qmlops-Budget-remaining")).to_have_text(f"{remaining:,} left")
+    expect(row.locator('td[data-limit="usd_per_month"]')).to_have_text("no limit")
+
+    percent = js_round_percent(used, limit)
+    expect(status_item(page)).to_have_text(re.compile(rf"(^|\s)0 running · {percent}% budget$"))
+    expect(status_item(page)).to_have_attribute(
+        "data-budget-level", "ok" if percent < 80 else "high"
+    )
+    print(f"status bar: {status_item(page).inner_text()!r}")
+    shot(page, "budget")
+    shot(page, "budget-panel", sidebar(page))
+    SHARED["budget_used"] = used
+
+
+def test_the_jobs_filters_show_only_the_jobs_that_match(lab: JupyterLab, page: Any) -> None:
+    jobs = {job["id"]: job for job in lab.api("GET", "/jobs")["jobs"]}
+    assert {"COMPLETED", "CANCELLED"} <= {job["state"] for job in jobs.values()}, jobs
+    backends = {job["backend"] for job in jobs.values()}
+    assert {"ionq:simulator", "ionq:qpu.aria-1"} <= backends, backends
+    open_sidebar(page)
+    expand(page, "Jobs")
+    body = section(page, "jobs")
+    state_filter = body.locator('select[name="state-filter"]')
+    backend_filter = body.locator('select[name="backend-filter"]')
+    wait_listed(page, set(jobs))
+
+    for state in ("COMPLETED", "CANCELLED"):
+        state_filter.select_option(state)
+        wanted = {i for i, job in jobs.items() if job["state"] == state}
+        from_rest = {j["id"] for j in lab.api("GET", f"/jobs?state={state}")["jobs"]}
+        assert from_rest == wanted
+        wait_listed(page, wanted)
+        states = body.locator("li.jp-qmlops-Job").evaluate_all(
+            "(rows) => rows.map(r => r.dataset.state)"
+        )
+        assert set(states) == {state}, states
+    shot(page, "filter-state", sidebar(page))
+    state_filter.select_option("")
+    wait_listed(page, set(jobs))
+
+    options = backend_filter.locator("option").evaluate_all("(os) => os.map(o => o.value)")
+    assert options[0] == "" and backends <= set(options), options
+    for backend in ("ionq:simulator", "ionq:qpu.aria-1"):
+        backend_filter.select_option(backend)
+        wanted = {i for i, job in jobs.items() if job["backend"] == backend}
+        wait_listed(page, wanted)
+    shot(page, "filter-backend", sidebar(page))
+
+    # No COMPLETED job on the long-queue backend: the section says how to see every job.
+    state_filter.select_option("COMPLETED")
+    wait_listed(page, set())
+    empty = body.locator(".jp-qmlops-Empty")
+    expect(empty).to_be_visible()
+    print(f"no match: {empty.inner_text()!r}")
+    expect(empty).to_contain_text("No jobs match these filters")
+    expect(empty).to_contain_text("All states")
+    shot(page, "filter-empty", sidebar(page))
+
+    state_filter.select_option("")
+    backend_filter.select_option("")
+    wait_listed(page, set(jobs))
+    expect(empty).to_have_count(0)
+
+
+def test_the_default_backend_setting_and_the_command_palette(lab: JupyterLab, page: Any) -> None:
+    open_sidebar(page)
+    expand(page, "Backends")
+    button = section(page, "backends").locator('button[data-action="submit-test-job"]')
+    expect(button).to_have_attribute("title", "Submit a Bell pair to aer")
+
+    # Set in the Settings Editor, as a user does: saved to the lab's settings, applied live.
+    page.evaluate(
+        "() => window.jupyterapp.commands.execute('settingeditor:open', {query: 'Quantum'})"
+    )
+    field = page.locator(f'input[id="jp-SettingsEditor-{PLUGIN}_defaultBackend"]')
+    expect(field).to_have_value("aer")
+    field.fill("braket_local")
+    wait_rest(
+        "the setting to be saved",
+        lambda: lab.setting(PLUGIN).get("defaultBackend") == "braket_local",
+        timeout=30,
+    )
+    shot(page, "settings-editor")
+    expect(button).to_have_attribute("title", "Submit a Bell pair to braket_local")
+    page.evaluate("() => window.jupyterapp.commands.execute('application:close')")
+    open_sidebar(page)
+    expand(page, "Backends")
+
+    before = {job["id"] for job in lab.api("GET", "/jobs")["jobs"]}
+    button.click()
+
+    def new_job() -> Any:
+        return [j for j in lab.api("GET", "/jobs")["jobs"] if j["id"] not in before]
+
+    (job,) = wait_rest("the test job", new_job, timeout=30)
+    print(f"test job: {job['id']} on {job['backend']} ({job['state']})")
+    assert job["name"] == "bell-test" and job["backend"] == "braket_local"
+    assert job["shots"] == 1024
+    SHARED["bell"] = job["id"]
+    expand(page, "Jobs")
+    row = job_row(page, job["id"])
+    expect(row).to_have_attribute("data-state", "COMPLETED", timeout=60_000)
+    expect(row.locator(".jp-qmlops-Job-backend")).to_have_text("braket_local")
+    shot(page, "settings-test-job")
+
+    # Its shots count against the budget, which the panel re-reads once a job has finished (on
+    # its next poll, without a click).
+    (everything,) = [b for b in lab.api("GET", "/budget") if b["backend"] == "*"]
+    used = everything["shots_per_day"]["used"]
+    assert used == SHARED["budget_used"] + job["shots"], (used, SHARED["budget_used"])
+    meter = section(page, "budget").locator(
+        'tr[data-budget-backend="*"] td[data-limit="shots_per_day"] [role="meter"]'
+    )
+    expect(meter).to_have_attribute("aria-valuenow", str(used), timeout=30_000)
+
+    # The command palette lists the panel's commands under "Quantum".
+    page.keyboard.press("Control+Shift+C")
+    palette = page.locator(".lm-CommandPalette:visible")
+    expect(palette).to_have_count(1)
+    palette.locator("input.lm-CommandPalette-input").fill("Quantum")
+    labels = palette.locator(".lm-CommandPalette-item .lm-CommandPalette-itemLabel")
+    expect(labels.first).to_be_visible()
+    shown = [" ".join(text.split()) for text in labels.all_inner_texts()]
+    print(f"palette: {shown}")
+    shot(page, "palette")
+    page.keyboard.press("Escape")
+    expect(page.locator(".lm-CommandPalette:visible")).to_have_count(0)
+    for label in PALETTE_LABELS:
+        assert label in shown, (label, shown)
+
+
+def test_runs_list_the_jobs_mlflow_runs_and_open_them_in_mlflow(lab: JupyterLab, page: Any) -> None:
+    live_id, bell_id = SHARED.get("live"), SHARED.get("bell")
+    assert live_id and bell_id, "the jobs of the earlier tests are missing"
+    # The server logs a completed job to MLflow shortly after it ends.
+    run_ids = {
+        job_id: wait_rest(
+            f"job {job_id}'s MLflow run",
+            lambda job_id=job_id: lab.api("GET", f"/jobs/{job_id}")["mlflow_run_id"],
+        )
+        for job_id in (live_id, bell_id)
+    }
+    runs = lab.api("GET", "/runs")["runs"]
+    by_id = {run["run_id"]: run for run in runs}
+    print(f"runs over REST: {[(r['run_name'], r['job_ids']) for r in runs]}")
+    for job_id, run_id in run_ids.items():
+        assert job_id in by_id[run_id]["job_ids"], by_id.get(run_id)
+
+    open_sidebar(page)
+    expand(page, "Runs")
+    refresh(page)
+    body = section(page, "runs")
+    live_run = by_id[run_ids[live_id]]
+    row = body.locator(f'li.jp-qmlops-Run[data-run-id="{live_run["run_id"]}"]')
+    expect(row).to_be_visible()
+    # Every run of the REST answer, in its order (newest first), once the refresh has answered.
+    wait_shown(
+        page,
+        lambda: body.locator("li.jp-qmlops-Run").evaluate_all(
+            "(rs) => rs.map(r => r.dataset.runId)"
+        ),
+        [run["run_id"] for run in runs],
+    )
+    expect(row.locator(".jp-qmlops-Run-name")).to_have_text(live_run["run_name"])
+    expect(row).to_contain_text(live_run["experiment"])
+    expect(row).to_contain_text("1 job")
+    # Its first metrics by name, with MLflow's values (four significant digits).
+    names = row.locator("dl.jp-qmlops-Metrics dt").all_inner_texts()
+    values = row.locator("dl.jp-qmlops-Metrics dd").all_inner_texts()
+    assert names, "no metrics shown"
+    assert names == sorted(live_run["metrics"])[:4], (names, live_run["metrics"])
+    for name, text in zip(names, values, strict=True):
+        assert math.isclose(
+            float(text.replace(",", "")), live_run["metrics"][name], rel_tol=1e-3, abs_tol=1e-9
+        ), (name, text, live_run["metrics"][name])
+    shot(page, "runs", sidebar(page))
+
+    # Open in MLflow: the MLflow UI in a main-area tab, on that run.
+    row.locator('button[data-action="open-mlflow"]').click()
+    tab = page.locator("#qmlops-mlflow")
+    expect(tab).to_be_visible()
+    frame = tab.locator("iframe")
+    expect(frame).to_have_attribute(
+        "src",
+        re.compile(
+            rf"/mlflow/#/experiments/{live_run['experiment_id']}/runs/{live_run['run_id']}$"
+        ),
+    )
+    inside = page.frame_locator(MLFLOW_FRAME)
+    started = time.monotonic()
+    expect(inside.get_by_text(live_run["run_name"], exact=True).first).to_be_visible(
+        timeout=120_000
+    )
+    expect(inside.get_by_text(live_run["run_id"]).first).to_be_visible(timeout=30_000)
+    print(f"MLflow showed the run after {time.monotonic() - started:.1f} s")
+    shot(page, "mlflow-run")
+
+    # The job detail's button opens the same tab on the other job's run.
+    bell_run = by_id[run_ids[bell_id]]
+    page.evaluate(
+        "async (id) => { await window.jupyterapp.commands.execute('qmlops:open-job', {id}); }",
+        bell_id,
+    )
+    detail = page.locator(f'[id="qmlops-job-{bell_id}"]')
+    expect(detail).to_be_visible()
+    expect(detail.locator(".jp-qmlops-Facts")).to_contain_text(bell_run["run_id"])
+    detail.locator('button[data-action="open-mlflow"]').click()
+    expect(page.locator("#qmlops-mlflow")).to_have_count(1)
+    expect(tab).to_be_visible()
+    expect(frame).to_have_attribute(
+        "src",
+        re.compile(
+            rf"/mlflow/#/experiments/{bell_run['experiment_id']}/runs/{bell_run['run_id']}$"
+        ),
+    )
+    expect(inside.get_by_text(bell_run["run_id"]).first).to_be_visible(timeout=60_000)
+    expect(inside.get_by_text(bell_run["run_name"], exact=True).first).to_be_visible()
+    shot(page, "mlflow-job-detail-run")
+    assert_secret_nowhere(page, lab)  # nor in the MLflow store

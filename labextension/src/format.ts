@@ -70,6 +70,9 @@ export function jobCost(job: IJobRecord): string | null {
   if (actual !== null) {
     return actual;
   }
+  if (job.state === 'CANCELLED' || job.state === 'FAILED') {
+    return null; // the estimate of a job that did not run would read as a charge
+  }
   const estimate = formatUsd(job.estimated_cost_usd);
   return estimate === null || estimate === 'free' ? estimate : `~${estimate}`;
 }

@@ -189,6 +189,29 @@ function Backends(props: { context: ISectionContext }): JSX.Element {
   const state = stateOf(backends, trans, trans.__('backends'), () => void model.refreshBackends());
   return (
     <>
+      {formOpen ? (
+        <CredentialForm context={props.context} onClose={() => setFormOpen(false)} />
+      ) : (
+        <div className="jp-qmlops-Actions">
+          <button
+            className="jp-Button jp-mod-styled jp-mod-accept"
+            data-action="add-credential"
+            onClick={() => setFormOpen(true)}
+          >
+            {trans.__('Add credential')}
+          </button>
+          <button
+            className="jp-Button jp-mod-styled"
+            data-action="submit-test-job"
+            onClick={() => void commands.execute(CommandIDs.submitTestJob, {})}
+            title={trans.__('Submit a Bell pair to %1', props.context.defaultBackend())}
+          >
+            {trans.__('Run a test job')}
+          </button>
+        </div>
+      )}
+      <Credentials context={props.context} />
+      <h3 className="jp-qmlops-Subheading">{trans.__('Devices and simulators')}</h3>
       {state ??
         (backends.data.length === 0 ? (
           <Empty>
@@ -242,28 +265,6 @@ function Backends(props: { context: ISectionContext }): JSX.Element {
             ))}
           </ul>
         ))}
-      <Credentials context={props.context} />
-      {formOpen ? (
-        <CredentialForm context={props.context} onClose={() => setFormOpen(false)} />
-      ) : (
-        <div className="jp-qmlops-Actions">
-          <button
-            className="jp-Button jp-mod-styled jp-mod-accept"
-            data-action="add-credential"
-            onClick={() => setFormOpen(true)}
-          >
-            {trans.__('Add credential')}
-          </button>
-          <button
-            className="jp-Button jp-mod-styled"
-            data-action="submit-test-job"
-            onClick={() => void commands.execute(CommandIDs.submitTestJob, {})}
-            title={trans.__('Submit a Bell pair to %1', props.context.defaultBackend())}
-          >
-            {trans.__('Run a test job')}
-          </button>
-        </div>
-      )}
     </>
   );
 }
