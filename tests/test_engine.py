@@ -440,7 +440,9 @@ def test_waiting_caller_runs_big_jobs_in_a_worker_and_small_ones_in_thread(
         thread.join()
     assert job.record.state is S.COMPLETED
     assert aer.workers.started
-    assert max(gaps) < 0.5, f"the caller's other threads froze for {max(gaps):.2f} s"
+    # The bound leaves room for a loaded machine (two CPUs busy with the worker's simulation and
+    # a full suite's leftovers); that the job ran in a worker is asserted above.
+    assert max(gaps) < 1.5, f"the caller's other threads froze for {max(gaps):.2f} s"
     aer.close()
 
 

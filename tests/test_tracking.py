@@ -408,6 +408,9 @@ def test_jobs_and_runs_reach_a_real_mlflow_server(
     with track("team", run_name="epoch-1", client=client) as run:
         grouped = client.submit(GHZ3, shots=200, wait=True, seed=2)
         run.log_step(0, loss=0.25)
+    # The jobs' tracking is sent in the background: wait until it has all reached the server.
+    assert client.tracking.flush(timeout=60)
+    alone, grouped = client.get_job(alone.id), client.get_job(grouped.id)
     ml = mlflow_client(mlflow_server.url)
     (single,) = all_runs(ml, f"tags.`qmlops.job_id` = '{alone.id}'")
     assert single.info.run_id == alone.mlflow_run_id
