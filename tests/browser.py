@@ -351,7 +351,15 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterLab]:
     IPYTHONDIR (so the kernels' IPython history database is at a known place, see
     :func:`ipython_history`); widget state saved with the notebook, as a user sets it in the
     Settings Editor ("Save Widget State Automatically")."""
-    server = JupyterLab(tmp_path_factory.mktemp("lab"))
+    with running_lab(tmp_path_factory.mktemp("lab")) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def running_lab(folder: Path, **env: str) -> Iterator[JupyterLab]:
+    """A started :class:`JupyterLab` in ``folder`` (``env`` added to its environment), with
+    widget state saved and no news or update checks; stopped, its log named, at the end."""
+    server = JupyterLab(folder, **env)
     try:
         server.start()
         server.set_setting(WIDGET_MANAGER, {"saveState": True})

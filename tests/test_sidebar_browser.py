@@ -47,12 +47,11 @@ import pytest
 pytest.register_assert_rewrite("browser")
 from browser import (  # noqa: E402
     ARTIFACTS,
-    NOTIFICATIONS,
-    WIDGET_MANAGER,
     Chromium,
     JupyterLab,
     expect,
     open_notebook,
+    running_lab,
     secret_hits,
 )
 from qmlops_testing import BELL_QASM2  # noqa: E402
@@ -142,15 +141,8 @@ def lab(
     )
     # Tracking on, as a user has it: every completed job is logged to the embedded MLflow store
     # under QMLOPS_HOME, which the Runs section lists and the MLflow tab shows.
-    server = JupyterLab(folder, IONQ_API_KEY="", QMLOPS_TRACKING="on")
-    try:
-        server.start()
-        server.set_setting(WIDGET_MANAGER, {"saveState": True})
-        server.set_setting(NOTIFICATIONS, {"fetchNews": "false", "checkForUpdates": False})
+    with running_lab(folder, IONQ_API_KEY="", QMLOPS_TRACKING="on") as server:
         yield server
-    finally:
-        server.stop()
-        print(f"jupyter lab log: {server.log_path}")
 
 
 class Page:
@@ -623,9 +615,8 @@ def test_a_job_submitted_from_a_notebook_is_followed_live_in_the_panel(
     assert record["provider_job_id"] in {j["id"] for j in emulators["fast"].jobs()}
 
 
-def test_a_job_waiting_in_the_ionq_queue_is_cancelled_from_its_row(
-    lab: JupyterLab, page: Any, emulators: dict[str, EmulatorProcess]
-) -> None:
+def submit_to_the_long_queue(lab: JupyterLab, name: str) -> str:
+    """A Bell job, over REST, to the IonQ backend whose queue outlasts the test: its id."""
     job = lab.api(
         "POST",
         "/jobs",
@@ -633,11 +624,17 @@ def test_a_job_waiting_in_the_ionq_queue_is_cancelled_from_its_row(
             "backend": "ionq:qpu.aria-1",
             "circuits": [BELL_QASM2],
             "shots": 100,
-            "name": "sidebar-cancel",
+            "name": name,
             "credential": ALIAS,
         },
     )
-    job_id = job["id"]
+    return job["id"]
+
+
+def test_a_job_waiting_in_the_ionq_queue_is_cancelled_from_its_row(
+    lab: JupyterLab, page: Any, emulators: dict[str, EmulatorProcess]
+) -> None:
+    job_id = submit_to_the_long_queue(lab, "sidebar-cancel")
     open_sidebar(page)
     expand(page, "Jobs")
     row = job_row(page, job_id)
@@ -768,17 +765,7 @@ def test_the_panel_follows_the_dark_theme(page: Any) -> None:
 def test_the_keyboard_opens_a_job_cancels_a_queued_one_and_opens_the_panel(
     lab: JupyterLab, page: Any, emulators: dict[str, EmulatorProcess]
 ) -> None:
-    job_id = lab.api(
-        "POST",
-        "/jobs",
-        {
-            "backend": "ionq:qpu.aria-1",
-            "circuits": [BELL_QASM2],
-            "shots": 100,
-            "name": "sidebar-keyboard",
-            "credential": ALIAS,
-        },
-    )["id"]
+    job_id = submit_to_the_long_queue(lab, "sidebar-keyboard")
     SHARED["keyboard"] = job_id
     open_sidebar(page)
     expand(page, "Jobs")
