@@ -443,6 +443,10 @@ from .tracking import mlflow_ui, runs  # noqa: E402  (tracking commands, their o
 cli.add_command(runs)
 cli.add_command(mlflow_ui)
 
+from .pipeline import pipeline  # noqa: E402  (pipeline commands, their own module)
+
+cli.add_command(pipeline)
+
 
 def main() -> None:
     cli(prog_name="qmlops")

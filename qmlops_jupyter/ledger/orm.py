@@ -273,3 +273,34 @@ class TrackingOutboxRow(Base):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class PipelineRunRow(Base):
+    """One execution of a notebook by ``qmlops pipeline run`` (papermill): its parameters, its
+    attempts, where the executed notebook was kept, and how it ended."""
+
+    __tablename__ = "pipeline_runs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128))
+    #: The input notebook, as an absolute path.
+    notebook: Mapped[str] = mapped_column(Text)
+    #: What papermill injected (never a secret: credentials pass by alias).
+    parameters: Mapped[dict] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(20))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_retries: Mapped[int] = mapped_column(Integer, default=0)
+    #: Seconds the whole run may take (None: no limit).
+    timeout: Mapped[float | None] = mapped_column(Float)
+    output_path: Mapped[str | None] = mapped_column(Text)
+    experiment: Mapped[str | None] = mapped_column(String(256))
+    mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+    #: The failing cell's index in the input notebook (0-based) and its exception's name.
+    error_cell: Mapped[int | None] = mapped_column(Integer)
+    error_ename: Mapped[str | None] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_pipeline_runs_owner_created", "owner", "created_at", "id"),)

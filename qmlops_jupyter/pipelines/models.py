@@ -1,0 +1,68 @@
+"""The pipeline run as the CLI's ``--json`` (and any later API) shows it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel
+
+from ..errors import QmlopsError
+
+
+class PipelineRunState(StrEnum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    #: The run went over its ``--timeout``: its kernel was killed (never retried).
+    TIMED_OUT = "TIMED_OUT"
+    #: Stopped by the user (Ctrl-C, SIGTERM) while it ran.
+    CANCELLED = "CANCELLED"
+
+    @property
+    def terminal(self) -> bool:
+        return self not in (PipelineRunState.QUEUED, PipelineRunState.RUNNING)
+
+
+class PipelineRun(BaseModel):
+    id: str
+    owner: str
+    notebook: str
+    #: What papermill injected, ``qmlops_pipeline_run_id`` included.
+    parameters: dict[str, Any]
+    state: PipelineRunState
+    attempts: int
+    max_retries: int
+    timeout: float | None
+    #: The executed notebook of the last attempt (each attempt's is kept beside it).
+    output_path: str | None
+    experiment: str | None
+    mlflow_run_id: str | None
+    error: str | None
+    #: The failing cell's index in the input notebook (0-based).
+    error_cell: int | None
+    error_ename: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_s: float | None
+
+
+class PipelineRunNotFound(QmlopsError):
+    http_status = 404
+    exit_code = 3
+    code = "pipeline_run_not_found"
+
+
+class PipelineRunFailed(QmlopsError):
+    """The run ended FAILED, TIMED_OUT or CANCELLED (the exit code of a failed job)."""
+
+    http_status = 409
+    exit_code = 8
+    code = "pipeline_run_failed"
+
+    def __init__(self, message: str, run: PipelineRun) -> None:
+        super().__init__(message)
+        self.run = run

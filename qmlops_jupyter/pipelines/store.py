@@ -1,0 +1,94 @@
+"""The ledger's ``pipeline_runs`` table: one row per ``qmlops pipeline run``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import insert, select, update
+
+from ..ledger.orm import PipelineRunRow
+from ..ledger.store import new_job_id
+from .models import PipelineRun, PipelineRunNotFound, PipelineRunState
+
+if TYPE_CHECKING:
+    from ..ledger import Ledger
+
+runs = PipelineRunRow.__table__
+
+
+class PipelineRuns:
+    """Pipeline runs of every owner in one ledger; reads are filtered by owner."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    def create(
+        self,
+        *,
+        owner: str,
+        notebook: str,
+        parameters: dict[str, Any],
+        max_retries: int,
+        timeout: float | None,
+        experiment: str | None,
+        run_id: str | None = None,
+    ) -> PipelineRun:
+        run_id = run_id or new_job_id()
+        with self.ledger._write() as conn:
+            conn.execute(
+                insert(runs).values(
+                    id=run_id,
+                    owner=owner,
+                    notebook=notebook,
+                    parameters=parameters,
+                    state=PipelineRunState.QUEUED.value,
+                    attempts=0,
+                    max_retries=max_retries,
+                    timeout=timeout,
+                    experiment=experiment,
+                    created_at=self.ledger.clock(),
+                )
+            )
+        return self.get(run_id, owner)
+
+    def update(self, run_id: str, **fields: Any) -> PipelineRun:
+        if isinstance(fields.get("state"), PipelineRunState):
+            fields["state"] = fields["state"].value
+        with self.ledger._write() as conn:
+            conn.execute(update(runs).where(runs.c.id == run_id).values(**fields))
+            row = conn.execute(select(runs).where(runs.c.id == run_id)).one()
+        return _model(row)
+
+    def get(self, run_id: str, owner: str) -> PipelineRun:
+        """By id, or by a unique prefix of it (as ``qmlops show`` takes job ids)."""
+        run_id = (run_id or "").strip()
+        with self.ledger._read() as conn:
+            row = conn.execute(
+                select(runs).where(runs.c.id == run_id, runs.c.owner == owner)
+            ).first()
+            if row is None and run_id and all(c in "0123456789abcdef" for c in run_id):
+                found = conn.execute(
+                    select(runs).where(runs.c.id.startswith(run_id), runs.c.owner == owner).limit(2)
+                ).all()
+                row = found[0] if len(found) == 1 else None
+        if row is None:
+            raise PipelineRunNotFound(f"no pipeline run {run_id!r}")
+        return _model(row)
+
+    def list(self, owner: str, limit: int = 20) -> list[PipelineRun]:
+        """This owner's runs, newest first."""
+        with self.ledger._read() as conn:
+            rows = conn.execute(
+                select(runs)
+                .where(runs.c.owner == owner)
+                .order_by(runs.c.created_at.desc(), runs.c.id.desc())
+                .limit(limit)
+            ).all()
+        return [_model(r) for r in rows]
+
+
+def _model(row: Any) -> PipelineRun:
+    data = dict(row._mapping)
+    started, finished = data.get("started_at"), data.get("finished_at")
+    duration = (finished - started).total_seconds() if started and finished else None
+    return PipelineRun(**data, duration_s=duration)
