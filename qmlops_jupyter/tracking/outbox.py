@@ -565,9 +565,10 @@ def wait_until_sent(
         force = False
         now = ledger.clock()
         with ledger._read() as conn:
-            query = select(outbox.c.error, outbox.c.lease_holder, outbox.c.lease_expires_at).where(
-                outbox.c.done_at.is_(None), outbox.c.failed.is_(False)
-            )
+            due = and_(outbox.c.done_at.is_(None), outbox.c.failed.is_(False))
+            query = select(
+                outbox.c.run_key, outbox.c.error, outbox.c.lease_holder, outbox.c.lease_expires_at
+            ).where(due)
             if owner is not None:
                 query = query.where(outbox.c.owner == owner)
             if run_keys is not None:
@@ -575,11 +576,26 @@ def wait_until_sent(
             if job_ids is not None:
                 query = query.where(outbox.c.job_id.in_(list(job_ids)))
             left = conn.execute(query).all()
+            # A run is sent by one drainer at a time: its rows queued after another drainer
+            # claimed it wait for that drainer too.
+            busy = set(
+                conn.execute(
+                    select(outbox.c.run_key).where(
+                        outbox.c.run_key.in_({r.run_key for r in left}),
+                        due,
+                        outbox.c.lease_holder.is_not(None),
+                        outbox.c.lease_holder != holder,
+                        outbox.c.lease_expires_at >= now,
+                    )
+                ).scalars()
+            )
         if not left:
             return True
         # Rows another drainer is sending: wait for it. Rows that failed just now with no one
         # on them: the store is down, waiting longer will not help.
-        held = [r for r in left if r.lease_holder and r.lease_expires_at >= now]
+        held = [
+            r for r in left if r.run_key in busy or (r.lease_holder and r.lease_expires_at >= now)
+        ]
         if len(held) < len(left) or time.monotonic() >= deadline:
             return False
         time.sleep(0.05)

@@ -180,6 +180,9 @@ class Tracking:
             if self._client._ledger is None or self._closed:
                 return
             deadline = time.monotonic() + EXIT_SECONDS
+            # The background sender finishes what it is sending first: a send cut off by the
+            # exit would leave its rows leased to a dead process until the lease runs out.
+            self.close(EXIT_SECONDS)
             while time.monotonic() < deadline and has_due(self._client.ledger, self._client.owner):
                 report = drain(
                     self._client.ledger,
