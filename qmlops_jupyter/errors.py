@@ -127,6 +127,25 @@ class JobFailed(QmlopsError):
     code = "job_failed"
 
 
+class PipelineRunNotFound(QmlopsError):
+    http_status = 404
+    exit_code = 3
+    code = "pipeline_run_not_found"
+
+
+class PipelineRunFailed(QmlopsError):
+    """The pipeline run ended FAILED, TIMED_OUT or CANCELLED (the exit code of a failed job);
+    ``run`` is the run as it ended."""
+
+    http_status = 409
+    exit_code = 8
+    code = "pipeline_run_failed"
+
+    def __init__(self, message: str, run: Any) -> None:
+        super().__init__(message)
+        self.run = run
+
+
 # --- Errors raised by backend adapters while talking to a provider. ---------------------------
 # The engine decides what to do with a job from the class alone.
 

@@ -355,6 +355,39 @@ class MlflowServer:
         self.proc = None
 
 
+def use_this_python_for_kernels(scratch: Any, monkeypatch: Any) -> str:
+    """Make the ``python3`` kernel run this interpreter (the venv's, where qmlops_jupyter is
+    installed), for this process and the subprocesses it starts; returns the kernel's name.
+
+    jupyter_client already falls back to this interpreter's ipykernel when no ``python3``
+    kernelspec is installed, and a spec whose command is a bare ``python`` runs
+    ``sys.executable``. Only a spec pinned to another interpreter (say, in the user's Jupyter
+    data folder) needs overriding: a kernelspec in a private data folder (``scratch``) wins."""
+    import json
+    from pathlib import Path
+
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        argv = KernelSpecManager().get_kernel_spec("python3").argv
+    except NoSuchKernel:
+        argv = []
+    bare = {"python", "python3", f"python{sys.version_info[0]}.{sys.version_info[1]}"}
+    if argv and (argv[0] in bare or Path(argv[0]).resolve() == Path(sys.executable).resolve()):
+        return "python3"
+    data_dir = Path(scratch) / "jupyter-data"
+    spec_dir = data_dir / "kernels" / "python3"
+    spec_dir.mkdir(parents=True)
+    spec = {
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3 (ipykernel)",
+        "language": "python",
+    }
+    (spec_dir / "kernel.json").write_text(json.dumps(spec), encoding="utf-8")
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(data_dir))
+    return "python3"
+
+
 # -- a jupyter server with the qmlops extension ------------------------------------------------
 
 

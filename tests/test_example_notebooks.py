@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from qmlops_testing import use_this_python_for_kernels
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 EXAMPLES = [
@@ -84,36 +85,13 @@ def kernel_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "jupyter-runtime"))
     monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
-    _use_this_python_for_kernel(tmp_path, monkeypatch)
+    use_this_python_for_kernels(tmp_path, monkeypatch)
     # Create the store's tables now, as a long-lived store would have them: a kernel's
     # background sender then spends no time on MLflow's migrations while its notebook ends.
     from mlflow.tracking import MlflowClient
 
     MlflowClient(os.environ["MLFLOW_TRACKING_URI"]).search_experiments()
     return home
-
-
-def _use_this_python_for_kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A ``python3`` kernelspec pinned to another interpreter would not have qmlops_jupyter: a
-    spec in a private data folder, running this interpreter, wins over it."""
-    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
-
-    try:
-        argv = KernelSpecManager().get_kernel_spec("python3").argv
-    except NoSuchKernel:
-        argv = []
-    bare = {"python", "python3", f"python{sys.version_info[0]}.{sys.version_info[1]}"}
-    if argv and (argv[0] in bare or Path(argv[0]).resolve() == Path(sys.executable).resolve()):
-        return
-    spec_dir = tmp_path / "jupyter-data" / "kernels" / "python3"
-    spec_dir.mkdir(parents=True)
-    spec = {
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Python 3 (ipykernel)",
-        "language": "python",
-    }
-    (spec_dir / "kernel.json").write_text(json.dumps(spec), encoding="utf-8")
-    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "jupyter-data"))
 
 
 def run_example(

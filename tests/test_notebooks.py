@@ -7,12 +7,11 @@ the ledger in that folder must hold the notebook's jobs, all COMPLETED.
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
+from qmlops_testing import use_this_python_for_kernels
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 #: Folders whose notebooks need a running server or an engine host: not executed here.
@@ -31,35 +30,6 @@ def _notebooks() -> list[Path]:
 
 NOTEBOOKS = _notebooks()
 IDS = [str(path.relative_to(NOTEBOOKS_DIR)) for path in NOTEBOOKS]
-
-
-def _use_this_python_for_kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make the ``python3`` kernel run this interpreter (the venv's ipykernel).
-
-    jupyter_client already falls back to this interpreter's ipykernel when no ``python3``
-    kernelspec is installed, and a spec whose command is a bare ``python`` runs
-    ``sys.executable``. Only a spec pinned to another interpreter (say, in the user's
-    Jupyter data folder) needs overriding: a kernelspec in a private data folder wins.
-    """
-    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
-
-    try:
-        argv = KernelSpecManager().get_kernel_spec("python3").argv
-    except NoSuchKernel:
-        argv = []
-    bare = {"python", "python3", f"python{sys.version_info[0]}.{sys.version_info[1]}"}
-    if argv and (argv[0] in bare or Path(argv[0]).resolve() == Path(sys.executable).resolve()):
-        return
-    data_dir = tmp_path / "jupyter-data"
-    spec_dir = data_dir / "kernels" / "python3"
-    spec_dir.mkdir(parents=True)
-    spec = {
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Python 3 (ipykernel)",
-        "language": "python",
-    }
-    (spec_dir / "kernel.json").write_text(json.dumps(spec), encoding="utf-8")
-    monkeypatch.setenv("JUPYTER_DATA_DIR", str(data_dir))
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
@@ -92,7 +62,7 @@ def test_notebook_runs_and_its_jobs_complete(
     monkeypatch.setenv("QMLOPS_HOME", str(home))
     for var in ("QMLOPS_DATABASE_URL", "QMLOPS_BACKENDS_FILE", "QMLOPS_OWNER"):
         monkeypatch.delenv(var, raising=False)
-    _use_this_python_for_kernel(tmp_path, monkeypatch)
+    use_this_python_for_kernels(tmp_path, monkeypatch)
     assert os.environ["QMLOPS_HOME"] == str(home)
 
     nb = nbformat.read(path, as_version=4)

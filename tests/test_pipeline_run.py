@@ -405,7 +405,8 @@ def test_stopping_a_run_kills_descendants_in_their_own_sessions(tmp_path: Path) 
 
 def test_the_runs_table_on_sqlite_and_postgres(ledger) -> None:
     """Rows are per owner, listed newest first, found by a unique id prefix."""
-    from qmlops_jupyter.pipelines.models import PipelineRunNotFound, PipelineRunState
+    from qmlops_jupyter.errors import PipelineRunNotFound
+    from qmlops_jupyter.pipelines.models import PipelineRunState
     from qmlops_jupyter.pipelines.store import PipelineRuns
 
     store = PipelineRuns(ledger)

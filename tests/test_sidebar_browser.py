@@ -53,6 +53,7 @@ from browser import (  # noqa: E402
     open_notebook,
     running_lab,
     secret_hits,
+    wait_until,
 )
 from qmlops_testing import BELL_QASM2  # noqa: E402
 
@@ -314,17 +315,6 @@ def wait_listed(page: Any, wanted: set[str], timeout: float = 15) -> None:
 def js_round_percent(used: float, limit: float) -> int:
     """``Math.round(used / limit * 100)``, as the status bar rounds a share."""
     return math.floor(used / limit * 100 + 0.5)
-
-
-def wait_rest(what: str, predicate: Any, timeout: float = 60) -> Any:
-    """``predicate()``'s first truthy value, asked every 0.2 s for up to ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 #: The frame of the MLflow tab (the IFrame widget's iframe).
@@ -922,10 +912,10 @@ def test_the_default_backend_setting_and_the_command_palette(lab: JupyterLab, pa
     field = page.locator(f'input[id="jp-SettingsEditor-{PLUGIN}_defaultBackend"]')
     expect(field).to_have_value("aer")
     field.fill("braket_local")
-    wait_rest(
-        "the setting to be saved",
+    wait_until(
         lambda: lab.setting(PLUGIN).get("defaultBackend") == "braket_local",
-        timeout=30,
+        30,
+        "the setting to be saved",
     )
     shot(page, "settings-editor")
     expect(button).to_have_attribute("title", "Submit a Bell pair to braket_local")
@@ -939,7 +929,7 @@ def test_the_default_backend_setting_and_the_command_palette(lab: JupyterLab, pa
     def new_job() -> Any:
         return [j for j in lab.api("GET", "/jobs")["jobs"] if j["id"] not in before]
 
-    (job,) = wait_rest("the test job", new_job, timeout=30)
+    (job,) = wait_until(new_job, 30, "the test job")
     print(f"test job: {job['id']} on {job['backend']} ({job['state']})")
     assert job["name"] == "bell-test" and job["backend"] == "braket_local"
     assert job["shots"] == 1024
@@ -981,9 +971,10 @@ def test_runs_list_the_jobs_mlflow_runs_and_open_them_in_mlflow(lab: JupyterLab,
     assert live_id and bell_id, "the jobs of the earlier tests are missing"
     # The server logs a completed job to MLflow shortly after it ends.
     run_ids = {
-        job_id: wait_rest(
-            f"job {job_id}'s MLflow run",
+        job_id: wait_until(
             lambda job_id=job_id: lab.api("GET", f"/jobs/{job_id}")["mlflow_run_id"],
+            60,
+            f"job {job_id}'s MLflow run",
         )
         for job_id in (live_id, bell_id)
     }

@@ -17,7 +17,6 @@ with ``MlflowClient`` and the jobs from the ledger.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -130,33 +129,8 @@ def _assert_notebook_run(run: Any, repo: Path, job_id: str, dirty: bool) -> None
 
 @pytest.fixture
 def venv_kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The name of a kernel that runs this venv's Python (where qmlops_jupyter is installed).
-
-    The venv's own ``python3`` kernelspec runs a bare ``python``, which jupyter_client replaces
-    with the interpreter of the process starting the kernel (a venv tool, so the venv's). A spec
-    pinned to another interpreter (say, in the user's Jupyter data folder) is overridden by a
-    spec for this interpreter in a private data folder, which the subprocesses inherit.
-    """
-    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
-
-    try:
-        argv = KernelSpecManager().get_kernel_spec("python3").argv
-    except NoSuchKernel:
-        argv = []
-    bare = {"python", "python3", f"python{sys.version_info[0]}.{sys.version_info[1]}"}
-    if argv and (argv[0] in bare or Path(argv[0]).resolve() == Path(sys.executable).resolve()):
-        return "python3"
-    data_dir = tmp_path / "jupyter-data"
-    spec_dir = data_dir / "kernels" / "python3"
-    spec_dir.mkdir(parents=True)
-    spec = {
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Python 3 (ipykernel)",
-        "language": "python",
-    }
-    (spec_dir / "kernel.json").write_text(json.dumps(spec), encoding="utf-8")
-    monkeypatch.setenv("JUPYTER_DATA_DIR", str(data_dir))
-    return "python3"
+    """The name of a kernel that runs this venv's Python (where qmlops_jupyter is installed)."""
+    return qmlops_testing.use_this_python_for_kernels(tmp_path, monkeypatch)
 
 
 @pytest.fixture

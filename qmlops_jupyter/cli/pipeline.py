@@ -86,7 +86,7 @@ def run_command(
 ) -> None:
     """Execute NOTEBOOK with papermill, keep the executed notebook, log it to MLflow. Exits 8
     when the run fails or times out, with the failing cell's error on stderr."""
-    from ..pipelines.models import PipelineRunFailed
+    from ..errors import PipelineRunFailed
     from ..pipelines.runner import PipelineRequest, parse_parameters, run_pipeline
 
     request = PipelineRequest(

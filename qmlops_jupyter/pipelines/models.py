@@ -1,4 +1,6 @@
-"""The pipeline run as the CLI's ``--json`` (and any later API) shows it."""
+"""The pipeline run as the CLI's ``--json`` (and any later API) shows it. Its errors,
+:class:`~qmlops_jupyter.errors.PipelineRunNotFound` and
+:class:`~qmlops_jupyter.errors.PipelineRunFailed`, are mapped with the others."""
 
 from __future__ import annotations
 
@@ -7,8 +9,6 @@ from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel
-
-from ..errors import QmlopsError
 
 
 class PipelineRunState(StrEnum):
@@ -48,21 +48,3 @@ class PipelineRun(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     duration_s: float | None
-
-
-class PipelineRunNotFound(QmlopsError):
-    http_status = 404
-    exit_code = 3
-    code = "pipeline_run_not_found"
-
-
-class PipelineRunFailed(QmlopsError):
-    """The run ended FAILED, TIMED_OUT or CANCELLED (the exit code of a failed job)."""
-
-    http_status = 409
-    exit_code = 8
-    code = "pipeline_run_failed"
-
-    def __init__(self, message: str, run: PipelineRun) -> None:
-        super().__init__(message)
-        self.run = run

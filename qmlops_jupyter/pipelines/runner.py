@@ -37,9 +37,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import InvalidRequest, MissingBackendDependency, UnknownBackend, one_line
+from ..errors import (
+    InvalidRequest,
+    MissingBackendDependency,
+    PipelineRunFailed,
+    UnknownBackend,
+    one_line,
+)
 from ..vault.redaction import redact
-from .models import PipelineRun, PipelineRunFailed, PipelineRunState
+from .models import PipelineRun, PipelineRunState
 from .store import PipelineRuns
 
 if TYPE_CHECKING:

@@ -6,9 +6,10 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert, select, update
 
+from ..errors import PipelineRunNotFound
 from ..ledger.orm import PipelineRunRow
 from ..ledger.store import new_job_id
-from .models import PipelineRun, PipelineRunNotFound, PipelineRunState
+from .models import PipelineRun, PipelineRunState
 
 if TYPE_CHECKING:
     from ..ledger import Ledger
