@@ -334,10 +334,13 @@ def engine(tick: float, lease_ttl: float) -> None:
     import signal
 
     from ..engine import Engine
+    from ..ledger.store import default_holder
+    from ..pipelines.host import PipelineHost
 
     if tick <= 0 or lease_ttl <= 0:
         raise InvalidRequest("--tick and --lease-ttl must be positive")
     client = _client()
+    holder = default_holder()
     host = Engine(
         client.ledger,
         client.registry,
@@ -347,6 +350,8 @@ def engine(tick: float, lease_ttl: float) -> None:
         wake_dir=client.settings.home / "run",
         vault=client.vault,
         tracking=client.tracking if client.tracking.config.enabled else None,
+        holder=holder,
+        pipelines=PipelineHost(client.ledger, client.settings, holder),
     )
 
     async def main() -> None:

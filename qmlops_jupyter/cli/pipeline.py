@@ -158,3 +158,8 @@ def show_command(run_id: str, as_json: bool) -> None:
         _json_out(_run_json(run))
     else:
         _show(run)
+
+
+from .pipeline_sweep import sweep_command  # noqa: E402  (its own module)
+
+pipeline.add_command(sweep_command)

@@ -52,6 +52,8 @@ class Engine:
         tracking_every: float = 1.0,
         on_step: Callable[[], None] | None = None,
         warm_up_delay: float = 0.0,
+        pipelines: Any = None,
+        pipelines_every: float = 1.0,
     ) -> None:
         self.ledger = ledger
         self.registry = registry
@@ -85,6 +87,12 @@ class Engine:
         #: processes, which import the simulator): a host that has just started (a Jupyter
         #: server answering its first requests) keeps its CPUs meanwhile.
         self.warm_up_delay = warm_up_delay
+        #: Starts due schedules' runs, resumes parked runs, ends runs whose runner died, sends
+        #: notifications (a :class:`~qmlops_jupyter.pipelines.host.PipelineHost`); None: not
+        #: this host's work.
+        self.pipelines = pipelines
+        self.pipelines_every = pipelines_every
+        self._pipelines_task: asyncio.Task[None] | None = None
         self._warming: asyncio.Task[None] | None = None
         self._warm_started = False
         self._tracking_task: asyncio.Task[None] | None = None
@@ -127,6 +135,10 @@ class Engine:
         self._task = asyncio.create_task(self._main(), name="qmlops-engine")
         if self.tracking is not None:
             self._tracking_task = asyncio.create_task(self._send_tracking(), name="qmlops-tracking")
+        if self.pipelines is not None:
+            self._pipelines_task = asyncio.create_task(
+                self._pipeline_duties(), name="qmlops-pipelines"
+            )
         log.info(
             "engine %s started (ledger %s)",
             self.holder,
@@ -146,6 +158,11 @@ class Engine:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._tracking_task
             self._tracking_task = None
+        if self._pipelines_task is not None:
+            self._pipelines_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pipelines_task
+            self._pipelines_task = None
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         if self._inflight:
@@ -224,6 +241,16 @@ class Engine:
             except Exception:
                 log.warning("sending tracking records failed; will retry", exc_info=True)
             await asyncio.sleep(self.tracking_every)
+
+    async def _pipeline_duties(self) -> None:
+        """The pipeline duties on their own schedule, apart from the job loop."""
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            try:
+                await loop.run_in_executor(self._executor, self.pipelines.tick)
+            except Exception:
+                log.warning("pipeline duties failed; will retry", exc_info=True)
+            await asyncio.sleep(self.pipelines_every)
 
     def _drain_tracking(self) -> None:
         from ..tracking.outbox import drain, has_due

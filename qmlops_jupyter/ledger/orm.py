@@ -302,5 +302,79 @@ class PipelineRunRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The saved pipeline this run belongs to, and the schedule and due time that started it:
+    #: one run per (pipeline, scheduled time), whatever the number of engine hosts.
+    pipeline_id: Mapped[str | None] = mapped_column(String(32))
+    schedule_id: Mapped[str | None] = mapped_column(String(32))
+    scheduled_for: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: A sweep's runs: the sweep's id and the grid point's index in it.
+    sweep_id: Mapped[str | None] = mapped_column(String(32))
+    sweep_point: Mapped[int | None] = mapped_column(Integer)
+    #: The MLflow run this run's MLflow run is nested under (a sweep's parent run).
+    mlflow_parent_run_id: Mapped[str | None] = mapped_column(String(64))
+    #: A parked run: the jobs it waits for, the cell it stopped in (0-based, input notebook)
+    #: and when it parked.
+    parked_jobs: Mapped[list | None] = mapped_column(JSON)
+    park_cell: Mapped[int | None] = mapped_column(Integer)
+    parked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The process running the run now, and its last sign of life: a run whose runner died
+    #: is ended by an engine host instead of staying RUNNING.
+    runner_host: Mapped[str | None] = mapped_column(String(255))
+    runner_pid: Mapped[int | None] = mapped_column(Integer)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: An engine host's claim on the run (starting a scheduled run, resuming a parked one).
+    lease_holder: Mapped[str | None] = mapped_column(String(255))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
-    __table_args__ = (Index("ix_pipeline_runs_owner_created", "owner", "created_at", "id"),)
+    __table_args__ = (
+        Index("ix_pipeline_runs_owner_created", "owner", "created_at", "id"),
+        UniqueConstraint("pipeline_id", "scheduled_for"),
+        Index("ix_pipeline_runs_state", "state"),
+        Index("ix_pipeline_runs_sweep_id", "sweep_id", "sweep_point"),
+    )
+
+
+class PipelineRow(Base):
+    """A saved pipeline: a notebook and how to run it (``qmlops pipeline schedule``)."""
+
+    __tablename__ = "pipelines"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128))
+    #: Unique per owner; the notebook's stem unless given.
+    name: Mapped[str] = mapped_column(String(128))
+    notebook: Mapped[str] = mapped_column(Text)
+    #: The ``-p`` values, ``backend`` and ``credential`` (an alias) as the run gets them.
+    parameters: Mapped[dict] = mapped_column(JSON)
+    experiment: Mapped[str | None] = mapped_column(String(256))
+    timeout: Mapped[float | None] = mapped_column(Float)
+    retries: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (UniqueConstraint("owner", "name"),)
+
+
+class ScheduleRow(Base):
+    """When a pipeline runs: a cron expression, read by the engine hosts."""
+
+    __tablename__ = "schedules"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    pipeline_id: Mapped[str] = mapped_column(ForeignKey("pipelines.id", ondelete="CASCADE"))
+    owner: Mapped[str] = mapped_column(String(128))
+    cron: Mapped[str] = mapped_column(String(128))
+    #: The IANA time zone the cron expression is read in.
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: After downtime: ``once`` runs the latest missed time (if not stale), ``skip`` none.
+    catch_up: Mapped[str] = mapped_column(String(16), default="once")
+    #: A missed time older than this many seconds is never run.
+    stale_after: Mapped[float] = mapped_column(Float, default=86400.0)
+    #: The next time it is due (UTC); None while paused.
+    next_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_scheduled_for: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_schedules_next_due_at", "paused", "next_due_at"),)

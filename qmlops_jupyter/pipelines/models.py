@@ -20,10 +20,17 @@ class PipelineRunState(StrEnum):
     TIMED_OUT = "TIMED_OUT"
     #: Stopped by the user (Ctrl-C, SIGTERM) while it ran.
     CANCELLED = "CANCELLED"
+    #: Waiting for provider jobs with its kernel freed (``qmlops_jupyter.pipeline.wait_for``);
+    #: an engine host resumes it from the parked cell when they end.
+    PARKED = "PARKED"
 
     @property
     def terminal(self) -> bool:
-        return self not in (PipelineRunState.QUEUED, PipelineRunState.RUNNING)
+        return self not in (
+            PipelineRunState.QUEUED,
+            PipelineRunState.RUNNING,
+            PipelineRunState.PARKED,
+        )
 
 
 class PipelineRun(BaseModel):
@@ -48,3 +55,15 @@ class PipelineRun(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     duration_s: float | None
+    #: The saved pipeline, schedule and due time that started this run (None when run by hand).
+    pipeline_id: str | None = None
+    schedule_id: str | None = None
+    scheduled_for: datetime | None = None
+    #: A sweep's run: the sweep and the grid point's index.
+    sweep_id: str | None = None
+    sweep_point: int | None = None
+    mlflow_parent_run_id: str | None = None
+    #: While PARKED (and after): the job ids waited for and the cell the run stopped in.
+    parked_jobs: list[str] | None = None
+    park_cell: int | None = None
+    parked_at: datetime | None = None

@@ -27,6 +27,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -72,6 +73,11 @@ class PipelineRequest:
     timeout: float | None = None
     retries: int = 0
     retry_delay: float = 1.0
+    #: A QUEUED run already in the ledger (made by a schedule) to run, instead of a new one.
+    run_id: str | None = None
+    #: Written on a new run: ``pipeline_id``, ``schedule_id``, ``scheduled_for``,
+    #: ``sweep_id``, ``sweep_point``, ``mlflow_parent_run_id`` (nests its MLflow run).
+    links: dict[str, Any] = field(default_factory=dict)
 
 
 def typed_value(value: str) -> Any:
@@ -192,22 +198,43 @@ def run_pipeline(
     store = PipelineRuns(client.ledger)
     from ..ledger.store import new_job_id
 
-    run_id = new_job_id()
-    parameters[RUN_ID_PARAMETER] = run_id
-    run = store.create(
-        run_id=run_id,
-        owner=client.owner,
-        notebook=str(notebook),
-        parameters=parameters,
-        max_retries=request.retries,
-        timeout=request.timeout,
-        experiment=experiment,
-    )
+    if request.run_id is not None:
+        run = store.get(request.run_id, client.owner)
+        if run.state is not S.QUEUED:
+            raise InvalidRequest(f"pipeline run {run.id} is {run.state.value}, not QUEUED")
+        parameters[RUN_ID_PARAMETER] = run.id
+        run = store.update(
+            run.id,
+            parameters=parameters,
+            max_retries=request.retries,
+            timeout=request.timeout,
+            experiment=experiment,
+        )
+    else:
+        run_id = new_job_id()
+        parameters[RUN_ID_PARAMETER] = run_id
+        run = store.create(
+            run_id=run_id,
+            owner=client.owner,
+            notebook=str(notebook),
+            parameters=parameters,
+            max_retries=request.retries,
+            timeout=request.timeout,
+            experiment=experiment,
+            **request.links,
+        )
     folder = runs_folder(client) / run.id
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     started = time.monotonic()
     deadline = None if request.timeout is None else started + request.timeout
-    run = store.update(run.id, state=S.RUNNING, started_at=client.ledger.clock())
+    run = store.update(
+        run.id,
+        state=S.RUNNING,
+        started_at=client.ledger.clock(),
+        runner_host=socket.gethostname()[:255],
+        runner_pid=os.getpid(),
+        heartbeat_at=client.ledger.clock(),
+    )
     env = _kernel_env(notebook, run.id, parameters, request.experiment)
     spec_base = {
         "input": str(notebook),
@@ -257,16 +284,27 @@ def run_pipeline(
     if output is not None:
         shutil.copyfile(output, folder / "output.ipynb")
         fields["output_path"] = str(folder / "output.ipynb")
-    run = store.update(run.id, finished_at=client.ledger.clock(), **fields)
+    run = store.update(run.id, finished_at=client.ledger.clock(), runner_pid=None, **fields)
     if cfg.enabled:
         mlflow_run_id = _log_to_mlflow(client, run, say)
         if mlflow_run_id is not None:
             run = store.update(run.id, mlflow_run_id=mlflow_run_id)
+    _notify_end(client, run)
     if final["status"] == "cancelled":
         raise KeyboardInterrupt
     if run.state is not S.COMPLETED:
         raise PipelineRunFailed(failure_message(run), run)
     return run
+
+
+def _notify_end(client: Client, run: PipelineRun) -> None:
+    """Tell whoever listens that the run ended (notifications never fail the run)."""
+    try:
+        from .notify import pipeline_run_ended
+
+        pipeline_run_ended(client, run)
+    except Exception:
+        log.warning("pipeline run %s: its end was not notified", run.id, exc_info=True)
 
 
 def failure_message(run: PipelineRun) -> str:
@@ -483,6 +521,12 @@ def _log_to_mlflow(client: Client, run: PipelineRun, say: Callable[[str], None])
         user_parameters = {k: v for k, v in run.parameters.items() if k != RUN_ID_PARAMETER}
         tags = source_tags({"user": run.owner, "notebook": run.notebook, "pipeline_run": run.id})
         tags["qmlops.pipeline_state"] = run.state.value
+        if run.mlflow_parent_run_id:
+            tags["mlflow.parentRunId"] = run.mlflow_parent_run_id
+        if run.sweep_id:
+            tags["qmlops.sweep"] = run.sweep_id
+        if run.pipeline_id:
+            tags["qmlops.pipeline"] = run.pipeline_id
         if run.error:
             tags["qmlops.pipeline_error"] = redact(run.error)[:5000]
         made = ml.create_run(

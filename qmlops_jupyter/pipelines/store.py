@@ -33,7 +33,10 @@ class PipelineRuns:
         timeout: float | None,
         experiment: str | None,
         run_id: str | None = None,
+        **links: Any,
     ) -> PipelineRun:
+        """A QUEUED run. ``links``: any of the run's ``pipeline_id``, ``schedule_id``,
+        ``scheduled_for``, ``sweep_id``, ``sweep_point``, ``mlflow_parent_run_id``."""
         run_id = run_id or new_job_id()
         with self.ledger._write() as conn:
             conn.execute(
@@ -48,6 +51,7 @@ class PipelineRuns:
                     timeout=timeout,
                     experiment=experiment,
                     created_at=self.ledger.clock(),
+                    **links,
                 )
             )
         return self.get(run_id, owner)
@@ -88,8 +92,12 @@ class PipelineRuns:
         return [_model(r) for r in rows]
 
 
+#: Columns the engine and the runner keep for themselves (not part of a run as users see it).
+INTERNAL = ("runner_host", "runner_pid", "heartbeat_at", "lease_holder", "lease_until")
+
+
 def _model(row: Any) -> PipelineRun:
-    data = dict(row._mapping)
+    data = {k: v for k, v in row._mapping.items() if k not in INTERNAL}
     started, finished = data.get("started_at"), data.get("finished_at")
     duration = (finished - started).total_seconds() if started and finished else None
     return PipelineRun(**data, duration_s=duration)

@@ -158,8 +158,11 @@ class QmlopsApp(ExtensionApp):
             self._ready.set()
         if self.run_engine:
             from ..engine import Engine
+            from ..ledger.store import default_holder
+            from ..pipelines.host import PipelineHost
 
             tracking = self.client.tracking
+            holder = default_holder()
             self.engine = Engine(
                 self.client.ledger,
                 self.client.registry,
@@ -171,6 +174,8 @@ class QmlopsApp(ExtensionApp):
                 tracking=tracking if tracking.config.enabled else None,
                 on_step=self.events.poke,
                 warm_up_delay=self.warm_up_delay,
+                holder=holder,
+                pipelines=PipelineHost(self.client.ledger, self.client.settings, holder),
             )
             await self.engine.start()
         await self.events.start()
