@@ -67,3 +67,45 @@ class PipelineRun(BaseModel):
     parked_jobs: list[str] | None = None
     park_cell: int | None = None
     parked_at: datetime | None = None
+
+
+class CatchUp(StrEnum):
+    """What a schedule does about due times missed while no engine host ran."""
+
+    #: Run once for the latest missed time, unless it is older than the stale window.
+    ONCE = "once"
+    #: Run none of them; wait for the next due time.
+    SKIP = "skip"
+
+
+class Schedule(BaseModel):
+    id: str
+    cron: str
+    #: The IANA time zone the cron expression is read in.
+    timezone: str
+    paused: bool
+    catch_up: CatchUp
+    #: Seconds after which a missed due time is never run.
+    stale_after: float
+    #: The next due time (None while paused).
+    next_due_at: datetime | None
+    last_scheduled_for: datetime | None
+
+
+class Pipeline(BaseModel):
+    """A saved pipeline: a notebook, how to run it, and its schedule."""
+
+    id: str
+    owner: str
+    name: str
+    notebook: str
+    #: The ``-p`` values, ``backend`` and ``credential`` (an alias) given when it was saved.
+    parameters: dict[str, Any]
+    experiment: str | None
+    timeout: float | None
+    retries: int
+    created_at: datetime
+    updated_at: datetime
+    schedule: Schedule | None
+    #: The newest run of this pipeline, if any.
+    last_run: PipelineRun | None = None
