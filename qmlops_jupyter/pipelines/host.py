@@ -46,21 +46,39 @@ class PipelineHost:
             except Exception:  # one duty failing must not stop the others, or the engine
                 log.exception("pipeline duty %r failed; will retry", name)
 
-    def launch(self, owner: str, args: Sequence[str], log_path: Path) -> subprocess.Popen[bytes]:
-        """Start ``qmlops ARGS`` for ``owner`` in a session of its own (it outlives this
-        host), its output appended to ``log_path``."""
-        env = dict(os.environ)
-        env["QMLOPS_OWNER"] = owner
-        env["QMLOPS_HOME"] = str(self.settings.home)
-        env["QMLOPS_DATABASE_URL"] = self.settings.database_url
-        env["QMLOPS_BACKENDS_FILE"] = str(self.settings.backends_file)
-        log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with open(log_path, "ab") as out:
-            return subprocess.Popen(
-                [sys.executable, "-m", "qmlops_jupyter.cli", *args],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+    def launch(
+        self,
+        owner: str,
+        args: Sequence[str],
+        log_path: Path,
+        module: str = "qmlops_jupyter.cli",
+    ) -> subprocess.Popen[bytes]:
+        """Start ``python -m MODULE ARGS`` for ``owner``; see :func:`launch`."""
+        return launch(self.settings, owner, args, log_path, module)
+
+
+def launch(
+    settings: Settings,
+    owner: str,
+    args: Sequence[str],
+    log_path: Path,
+    module: str = "qmlops_jupyter.cli",
+) -> subprocess.Popen[bytes]:
+    """Start ``python -m MODULE ARGS`` (``qmlops ARGS`` by default) for ``owner`` in a session
+    of its own (it outlives the caller), on the caller's ledger and home, its output appended
+    to ``log_path``."""
+    env = dict(os.environ)
+    env["QMLOPS_OWNER"] = owner
+    env["QMLOPS_HOME"] = str(settings.home)
+    env["QMLOPS_DATABASE_URL"] = settings.database_url
+    env["QMLOPS_BACKENDS_FILE"] = str(settings.backends_file)
+    log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(log_path, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", module, *args],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
