@@ -10,18 +10,21 @@ Environment variables (all optional):
 - ``QMLOPS_CONFIG_FILE``: the settings file (default ``<home>/config.yaml``; see
   :class:`ConfigFile`);
 - ``MLFLOW_TRACKING_URI``, ``MLFLOW_EXPERIMENT_NAME``, ``QMLOPS_TRACKING`` (``off`` turns
-  tracking off): see :mod:`qmlops_jupyter.tracking`.
+  tracking off): see :mod:`qmlops_jupyter.tracking`;
+- ``QMLOPS_WEBHOOK_URL``: the webhook called when a pipeline run or a job ends (wins over
+  ``notifications.webhook_url``; ``off`` turns it off): see :class:`NotificationsSection`.
 """
 
 from __future__ import annotations
 
 import getpass
 import os
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from .errors import ConfigError, one_line
 from .paths import resolve_home
@@ -123,12 +126,127 @@ class TrackingSection(BaseModel):
     experiment: str = Field(default="qmlops", min_length=1, max_length=256)
 
 
+#: Ends a notification can be about, and the states they end in.
+NOTIFICATION_KINDS = ("pipeline_run", "job")
+END_STATES = ("COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED")
+WEBHOOK_ENV = "QMLOPS_WEBHOOK_URL"
+
+
+def check_webhook_url(url: str) -> str:
+    """``url`` if it is an absolute http(s) URL with a host; a ValueError that does not repeat
+    it otherwise (a webhook URL often carries its token)."""
+    url = url.strip()
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 -- raises ValueError on a port that is not a number
+    except ValueError:
+        raise ValueError("not a valid URL") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ValueError("must be an http:// or https:// URL")
+    if not parts.hostname or any(c.isspace() for c in url):
+        raise ValueError("must be an http:// or https:// URL with a host and no spaces")
+    return url
+
+
+def register_webhook_url(url: str) -> None:
+    """Let redaction mask the webhook URL wherever it could show up: whole, without its
+    scheme, its path and query (where Slack- and Teams-style URLs keep their token), and any
+    long path segment, query value or password in it."""
+    from .vault import redaction
+
+    parts = urllib.parse.urlsplit(url)
+    tail = url.split("://", 1)[-1]
+    after_host = tail[len(parts.netloc) :]
+    pieces = [url, tail, after_host if after_host not in ("", "/") else None, parts.query]
+    pieces += [s for s in parts.path.split("/") if len(s) >= 16]
+    pieces += [v for _, v in urllib.parse.parse_qsl(parts.query) if len(v) >= 8]
+    pieces += [parts.password, urllib.parse.unquote(parts.password or "") or None]
+    redaction.register(*pieces)
+
+
+class NotificationsSection(BaseModel):
+    """``notifications:`` in ``config.yaml``: what happens when a pipeline run or a job ends.
+
+    Every end is recorded (a log event and a row in the ledger's ``notifications`` table);
+    with a webhook, the ends chosen by ``events`` and ``states`` are also POSTed to it as JSON,
+    with retries. ``QMLOPS_WEBHOOK_URL`` wins over ``webhook_url``. The URL is a secret: it is
+    never logged, stored or shown (only its scheme and host are).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: An http(s) URL to POST each end to (Slack- and Teams-style incoming webhooks work).
+    webhook_url: SecretStr | None = None
+    #: Which ends are sent: ``pipeline_run``, ``job`` (default both).
+    events: list[Literal["pipeline_run", "job"]] = Field(
+        default_factory=lambda: list(NOTIFICATION_KINDS)
+    )
+    #: Send only ends in these states (``COMPLETED``, ``FAILED``, ``TIMED_OUT``,
+    #: ``CANCELLED``); None: every end.
+    states: list[str] | None = None
+    #: Seconds one delivery may take.
+    timeout: float = Field(default=10.0, gt=0, le=300)
+    #: Deliveries tried before giving up (the first included).
+    max_attempts: int = Field(default=10, ge=1, le=100)
+    #: Seconds before the first retry; doubled each time (with jitter), at most an hour.
+    retry_delay: float = Field(default=10.0, ge=0, le=3600)
+
+    @field_validator("webhook_url", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        if value is not None and not isinstance(value, str | SecretStr):
+            raise ValueError("must be a URL (a string)")
+        return value
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        url = check_webhook_url(value.get_secret_value())
+        register_webhook_url(url)
+        return SecretStr(url)
+
+    @field_validator("states")
+    @classmethod
+    def _known_states(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        states = [s.strip().upper() for s in value]
+        for state in states:
+            if state not in END_STATES:
+                raise ValueError(
+                    f"unknown state {state!r}; expected some of {', '.join(END_STATES)}"
+                )
+        return states
+
+
 class ConfigFile(BaseModel):
     """``config.yaml`` in QMLOPS_HOME: settings that are not about one backend."""
 
     model_config = ConfigDict(extra="forbid")
 
     tracking: TrackingSection = Field(default_factory=TrackingSection)
+    notifications: NotificationsSection = Field(default_factory=NotificationsSection)
+
+
+def with_environment(config: ConfigFile) -> ConfigFile:
+    """``config`` with the environment's overrides applied (``QMLOPS_WEBHOOK_URL``)."""
+    value = os.environ.get(WEBHOOK_ENV, "").strip()
+    if not value:
+        return config
+    if value.lower() in ("off", "none", "false", "0"):
+        url = None
+    else:
+        try:
+            url = SecretStr(check_webhook_url(value))
+        except ValueError as exc:
+            raise ConfigError(f"{WEBHOOK_ENV}: {exc}") from None
+        register_webhook_url(url.get_secret_value())
+    notifications = config.notifications.model_copy(update={"webhook_url": url})
+    return config.model_copy(update={"notifications": notifications})
 
 
 def load_config_file(path: Path) -> ConfigFile:
@@ -186,7 +304,8 @@ class Settings:
         return Path(os.environ.get("QMLOPS_CONFIG_FILE") or self.home / "config.yaml")
 
     def config(self) -> ConfigFile:
-        return load_config_file(self.config_file)
+        """``config.yaml`` with the environment's overrides (see :func:`with_environment`)."""
+        return with_environment(load_config_file(self.config_file))
 
 
 def _os_user() -> str:

@@ -378,3 +378,51 @@ class ScheduleRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     __table_args__ = (Index("ix_schedules_next_due_at", "paused", "next_due_at"),)
+
+
+class NotificationRow(Base):
+    """The end of a pipeline run or a job, recorded once (unique per kind and subject) and,
+    when a webhook was configured for it, delivered from here: an outbox with a lease so two
+    engine hosts never send one row at once, and a backoff between attempts. ``payload`` is
+    what is sent (never a secret; the webhook URL itself is never stored)."""
+
+    __tablename__ = "notifications"
+
+    #: Also the delivery id receivers see, to drop a repeated delivery.
+    id: Mapped[int] = mapped_column(BigIntKey, primary_key=True, autoincrement=True)
+    #: ``pipeline_run`` or ``job``, and that run's or job's id.
+    kind: Mapped[str] = mapped_column(String(16))
+    subject_id: Mapped[str] = mapped_column(String(32))
+    owner: Mapped[str] = mapped_column(String(128))
+    #: ``pipeline_run.completed``, ``job.failed`` ...
+    event: Mapped[str] = mapped_column(String(64))
+    #: ``pending`` (to be sent), ``sent``, ``failed`` (given up) or ``skipped`` (not to be
+    #: sent: no webhook, or not an end the webhook asked for).
+    state: Mapped[str] = mapped_column(String(16))
+    payload: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    #: When a pending row is due; None for every other state (so the due rows are one range
+    #: of the index).
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    lease_holder: Mapped[str | None] = mapped_column(String(255))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        UniqueConstraint("kind", "subject_id"),
+        Index("ix_notifications_next_attempt_at", "next_attempt_at"),
+        Index("ix_notifications_owner_created", "owner", "created_at", "id"),
+    )
+
+
+class NotificationCursorRow(Base):
+    """How far a reader of an append-only log has got: for notifications, the last
+    ``job_events.seq`` looked at for job ends."""
+
+    __tablename__ = "notification_cursors"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -65,7 +65,7 @@ engines = EngineRow.__table__
 outbox = TrackingOutboxRow.__table__
 
 #: The newest migration; checked on open so Alembic is imported only when there is work to do.
-HEAD_REVISION = "0008"
+HEAD_REVISION = "0009"
 
 _ACTIVE = [s.value for s in ACTIVE_STATES]
 _IN_FLIGHT = [s.value for s in IN_FLIGHT_STATES]
