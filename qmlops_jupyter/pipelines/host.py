@@ -11,6 +11,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +30,9 @@ class PipelineHost:
         self.ledger = ledger
         self.settings = settings
         self.holder = holder
+        #: Runner processes this host started and has not yet seen end (reaped each tick).
+        self.children: list[subprocess.Popen[bytes]] = []
+        self._children_lock = threading.Lock()
         self.duties: list[tuple[str, Callable[[PipelineHost], object]]] = []
         from . import notify, parking, schedules, watch
 
@@ -40,6 +44,7 @@ class PipelineHost:
         ]
 
     def tick(self) -> None:
+        self.reap()
         for name, duty in self.duties:
             try:
                 duty(self)
@@ -53,8 +58,28 @@ class PipelineHost:
         log_path: Path,
         module: str = "qmlops_jupyter.cli",
     ) -> subprocess.Popen[bytes]:
-        """Start ``python -m MODULE ARGS`` for ``owner``; see :func:`launch`."""
-        return launch(self.settings, owner, args, log_path, module)
+        """Start ``python -m MODULE ARGS`` for ``owner``; see :func:`launch`. The process is
+        kept and polled each tick, so an ended one is reaped (never left a zombie) without
+        ever waiting for one."""
+        child = launch(self.settings, owner, args, log_path, module)
+        with self._children_lock:
+            self.children.append(child)
+        return child
+
+    def reap(self) -> list[subprocess.Popen[bytes]]:
+        """Poll the processes this host started; forget (and return) those that ended."""
+        with self._children_lock:
+            ended = [c for c in self.children if c.poll() is not None]
+            self.children = [c for c in self.children if c.returncode is None]
+        for child in ended:
+            if child.returncode:
+                log.info(
+                    "runner pid %d exited with code %d",
+                    child.pid,
+                    child.returncode,
+                    extra={"event": "pipeline_runner_exit", "actor": self.holder},
+                )
+        return ended
 
 
 def launch(
@@ -64,9 +89,9 @@ def launch(
     log_path: Path,
     module: str = "qmlops_jupyter.cli",
 ) -> subprocess.Popen[bytes]:
-    """Start ``python -m MODULE ARGS`` (``qmlops ARGS`` by default) for ``owner`` in a session
-    of its own (it outlives the caller), on the caller's ledger and home, its output appended
-    to ``log_path``."""
+    """Start ``python -m MODULE ARGS`` (``qmlops ARGS`` by default) for ``owner``, detached
+    from the caller (``setsid``: it outlives the caller), on the caller's ledger and home, its
+    output appended to ``log_path``."""
     env = dict(os.environ)
     env["QMLOPS_OWNER"] = owner
     env["QMLOPS_HOME"] = str(settings.home)
