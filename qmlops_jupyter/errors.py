@@ -133,6 +133,22 @@ class PipelineRunNotFound(QmlopsError):
     code = "pipeline_run_not_found"
 
 
+class PipelineNotFound(QmlopsError):
+    """No saved pipeline of this owner has that name or id."""
+
+    http_status = 404
+    exit_code = 3
+    code = "pipeline_not_found"
+
+
+class PipelineExists(QmlopsError):
+    """A saved pipeline of this owner already has that name."""
+
+    http_status = 409
+    exit_code = 4
+    code = "pipeline_exists"
+
+
 class PipelineRunFailed(QmlopsError):
     """The pipeline run ended FAILED, TIMED_OUT or CANCELLED (the exit code of a failed job);
     ``run`` is the run as it ended."""

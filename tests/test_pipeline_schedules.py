@@ -33,7 +33,7 @@ from qmlops_testing import FakeClock, wait_for
 from qmlops_jupyter.cli.main import cli
 from qmlops_jupyter.client import Client, reset_client
 from qmlops_jupyter.config import Settings
-from qmlops_jupyter.errors import IdempotencyConflict, InvalidRequest, PipelineRunNotFound
+from qmlops_jupyter.errors import InvalidRequest, PipelineExists, PipelineNotFound
 from qmlops_jupyter.ledger import Ledger
 from qmlops_jupyter.pipelines import watch
 from qmlops_jupyter.pipelines.host import PipelineHost
@@ -204,9 +204,9 @@ def test_the_store_saves_pauses_resumes_and_deletes(tmp_path: Path) -> None:
     assert saved.name == "daily" and saved.schedule is not None
     assert saved.schedule.next_due_at == T0 + timedelta(hours=3)
     assert store.create(owner="bo", notebook="/nb/daily.ipynb", cron="0 3 * * *").owner == "bo"
-    with pytest.raises(IdempotencyConflict, match="a pipeline named 'daily' already exists"):
+    with pytest.raises(PipelineExists, match="a pipeline named 'daily' already exists"):
         store.create(owner="ana", notebook="/x/daily.ipynb", cron="0 4 * * *")
-    with pytest.raises(PipelineRunNotFound, match="no pipeline 'nope'"):
+    with pytest.raises(PipelineNotFound, match="no pipeline 'nope'"):
         store.get("nope", "ana")
     assert store.get(saved.id[:6], "ana").id == saved.id
     assert [p.name for p in store.list("ana")] == ["daily"]

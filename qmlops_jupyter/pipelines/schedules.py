@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, false, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from ..errors import IdempotencyConflict, InvalidRequest, PipelineRunNotFound
+from ..errors import InvalidRequest, PipelineExists, PipelineNotFound
 from ..ledger.orm import PipelineRow, ScheduleRow
 from ..ledger.store import new_job_id
 from .models import CatchUp, Pipeline, PipelineRun, PipelineRunState, Schedule
@@ -252,14 +252,14 @@ class Pipelines:
         with self.ledger._read() as conn:
             row = _find(conn, key, owner)
             if row is None:
-                raise PipelineRunNotFound(f"no pipeline {key!r}")
+                raise PipelineNotFound(f"no pipeline {key!r}")
             return self._with_last_run(conn, row)
 
     def find(self, name_or_id: str, owner: str) -> Pipeline | None:
         """:meth:`get`, or None when nothing matches."""
         try:
             return self.get(name_or_id, owner)
-        except PipelineRunNotFound:
+        except PipelineNotFound:
             return None
 
     def pause(self, name_or_id: str, owner: str) -> Pipeline:
@@ -326,8 +326,8 @@ class Pipelines:
         return _pipeline(row, None if last is None else _model(last))
 
 
-def _name_taken(name: str) -> IdempotencyConflict:
-    return IdempotencyConflict(
+def _name_taken(name: str) -> PipelineExists:
+    return PipelineExists(
         f"a pipeline named {name!r} already exists; give another --name, or delete it first"
     )
 
