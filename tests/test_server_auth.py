@@ -35,6 +35,13 @@ RESOURCES = {
     "/budget": "qmlops:budget",
     "/estimate": "qmlops:budget",
     "/runs": "qmlops:runs",
+    "/pipelines": "qmlops:pipelines",
+    "/pipelines/{name_or_id}": "qmlops:pipelines",
+    "/pipelines/{name_or_id}/pause": "qmlops:pipelines",
+    "/pipelines/{name_or_id}/resume": "qmlops:pipelines",
+    "/pipelines/{name_or_id}/runs": "qmlops:pipelines",
+    "/pipeline-runs": "qmlops:pipelines",
+    "/pipeline-runs/{run_id}": "qmlops:pipelines",
 }
 ACTIONS = {"GET": "read", "POST": "write", "PUT": "write", "DELETE": "write", "PATCH": "write"}
 SERVER_ENV = ("QMLOPS_SERVER_URL", "QMLOPS_SERVER_TOKEN_FILE", "MLFLOW_TRACKING_URI")

@@ -9,7 +9,7 @@ whose queue is long enough for a job to wait there until it is cancelled. Both a
 API key typed into the sidebar's credential form, so a job that runs proves the key went through
 the vault; the lab's environment holds no IonQ key.
 
-- The panel: its left tab, the four sections, the ``aer`` backend, the empty Jobs section.
+- The panel: its left tab, the five sections, the ``aer`` backend, the empty Jobs section.
 - A credential typed into the form is stored, shown masked, tested against IonQ, and its secret
   is in no page HTML, input, log or file of the lab (the vault holds ciphertext only).
 - A job submitted from a notebook cell is followed live (QUEUED, RUNNING, COMPLETED) without a
@@ -69,7 +69,7 @@ ALIAS = "ionq-lab"
 UNSAVED_SECRET = "IonQ-never-saved-4NbW7yQs2Hd"
 SIDEBAR = "#qmlops-sidebar"
 PLUGIN = "qmlops-jupyter:plugin"
-SECTIONS = ["Backends", "Jobs", "Runs", "Budget"]
+SECTIONS = ["Backends", "Jobs", "Pipelines", "Runs", "Budget"]
 #: Seconds a job waits in the fast emulator's queue before it runs: short, so the run starts
 #: before the engine's second poll (its polls come 0.5, 1, 2, 4 ... s apart, +-20 %, on a 1 s
 #: tick; at most about 2.2 s apart around then).
@@ -274,7 +274,7 @@ def status_item(page: Any) -> Any:
 
 def refresh(page: Any) -> None:
     """Click the panel's refresh button (its toolbar), as a user does to re-read everything."""
-    button = sidebar(page).locator('.jp-Toolbar [title="Refresh backends, jobs, runs and budgets"]')
+    button = sidebar(page).locator('.jp-Toolbar [title="Refresh backends, jobs, pipelines, runs and budgets"]')
     expect(button).to_have_count(1)
     button.click()
 
@@ -406,7 +406,7 @@ def assert_secret_nowhere(page: Any, lab: JupyterLab) -> None:
 # -- the tests ------------------------------------------------------------------------------------
 
 
-def test_the_panel_opens_with_its_four_sections_the_aer_backend_and_an_empty_jobs_list(
+def test_the_panel_opens_with_its_five_sections_the_aer_backend_and_an_empty_jobs_list(
     lab: JupyterLab, page: Any
 ) -> None:
     page.goto(f"{lab.base}/lab?reset&token={lab.token}", timeout=120_000)

@@ -20,8 +20,12 @@ import {
   IJobPage,
   IJobRecord,
   IJobRequest,
+  IPipeline,
+  IPipelineRun,
+  IPipelineRunPage,
   IRun,
-  JobState
+  JobState,
+  PipelineRunState
 } from './tokens';
 
 export const API_PATH = 'qmlops/api/v1';
@@ -125,6 +129,14 @@ export async function requestAPI<T>(
 export interface IJobQuery {
   state?: JobState | '';
   backend?: string;
+  limit?: number;
+  cursor?: string | null;
+}
+
+export interface IPipelineRunQuery {
+  state?: PipelineRunState | '';
+  /** A saved pipeline's name or id. */
+  pipeline?: string;
   limit?: number;
   cursor?: string | null;
 }
@@ -254,6 +266,51 @@ export class QmlopsClient {
   async runs(limit = 20, experiment?: string): Promise<IRun[]> {
     const page = await this.call<{ runs: IRun[] }>('runs', {}, { limit, experiment });
     return page.runs;
+  }
+
+  /** Your saved pipelines, with their schedule and newest run. */
+  async pipelines(): Promise<IPipeline[]> {
+    const answer = await this.call<{ pipelines: IPipeline[] }>('pipelines');
+    return answer.pipelines;
+  }
+
+  pipeline(nameOrId: string): Promise<IPipeline> {
+    return this.call<IPipeline>(`pipelines/${encodeURIComponent(nameOrId)}`);
+  }
+
+  async deletePipeline(nameOrId: string): Promise<void> {
+    await this.call<void>(`pipelines/${encodeURIComponent(nameOrId)}`, { method: 'DELETE' });
+  }
+
+  pausePipeline(nameOrId: string): Promise<IPipeline> {
+    return this.call<IPipeline>(`pipelines/${encodeURIComponent(nameOrId)}/pause`, {
+      method: 'POST'
+    });
+  }
+
+  resumePipeline(nameOrId: string): Promise<IPipeline> {
+    return this.call<IPipeline>(`pipelines/${encodeURIComponent(nameOrId)}/resume`, {
+      method: 'POST'
+    });
+  }
+
+  /** Run a saved pipeline now: the answer (202) is the QUEUED run. */
+  runPipeline(nameOrId: string): Promise<IPipelineRun> {
+    return this.call<IPipelineRun>(`pipelines/${encodeURIComponent(nameOrId)}/runs`, {
+      method: 'POST'
+    });
+  }
+
+  pipelineRuns(query: IPipelineRunQuery = {}): Promise<IPipelineRunPage> {
+    return this.call<IPipelineRunPage>(
+      'pipeline-runs',
+      {},
+      { state: query.state, pipeline: query.pipeline, limit: query.limit, cursor: query.cursor }
+    );
+  }
+
+  pipelineRun(id: string): Promise<IPipelineRun> {
+    return this.call<IPipelineRun>(`pipeline-runs/${encodeURIComponent(id)}`);
   }
 
   /** Where the MLflow UI is served inside JupyterLab (jupyter-server-proxy), or a run's page. */

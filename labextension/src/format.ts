@@ -95,6 +95,36 @@ export function formatAgo(time: string | null | undefined, now: number = Date.no
     : new Date(value).toLocaleDateString();
 }
 
+/** Seconds from now until `time` (negative once it has passed); null: no time. */
+export function secondsUntil(
+  time: string | null | undefined,
+  now: number = Date.now()
+): number | null {
+  const value = parse(time);
+  return value === null ? null : (value - now) / 1000;
+}
+
+/** The file name of a path ("/a/b/nightly.ipynb" → "nightly.ipynb"). */
+export function baseName(path: string): string {
+  const parts = path.split(/[\\/]/);
+  return parts[parts.length - 1] || path;
+}
+
+/** Seconds a pipeline run has taken: its duration, or the time since it started if unfinished. */
+export function pipelineRunSeconds(
+  run: { duration_s: number | null; started_at: string | null; state: string },
+  now: number = Date.now()
+): number | null {
+  if (run.duration_s !== null && run.duration_s !== undefined) {
+    return run.duration_s;
+  }
+  const started = parse(run.started_at);
+  if (started === null || (run.state !== 'RUNNING' && run.state !== 'PARKED')) {
+    return null;
+  }
+  return Math.max(0, (now - started) / 1000);
+}
+
 /** A number with at most `digits` significant digits. */
 export function formatNumber(value: number, digits = 4): string {
   if (Number.isInteger(value)) {

@@ -1,15 +1,17 @@
 /**
  * The qmlops JupyterLab extension: a service plugin (the REST client and the live model, for
- * any extension to require) and the sidebar plugin (the left panel with Backends, Jobs, Runs
- * and Budget; a job's detail and the MLflow UI in the main area; a status-bar item; a command
+ * any extension to require) and the sidebar plugin (the left panel with Backends, Jobs,
+ * Pipelines, Runs and Budget; a job's detail and the MLflow UI in the main area; a status-bar item; a command
  * for every action, in the command palette).
  */
 import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import {
+  Dialog,
   ICommandPalette,
   InputDialog,
   MainAreaWidget,
   Notification,
+  showDialog,
   WidgetTracker
 } from '@jupyterlab/apputils';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
@@ -25,12 +27,13 @@ import {
   BackendsBody,
   BudgetBody,
   JobsBody,
+  PipelinesBody,
   RunsBody,
   SectionWidget,
   ISectionContext
 } from './sections';
 import { QmlopsStatusItem } from './status';
-import { CommandIDs, IQmlopsService, TERMINAL_STATES } from './tokens';
+import { CommandIDs, IPipeline, IQmlopsService, TERMINAL_STATES } from './tokens';
 import { shortId } from './format';
 
 export * from './tokens';
@@ -74,7 +77,7 @@ const service: JupyterFrontEndPlugin<IQmlopsService> = {
 const sidebar: JupyterFrontEndPlugin<void> = {
   id: PLUGIN_ID,
   description:
-    'The quantum jobs sidebar: backends and credentials, live jobs, MLflow runs, budgets.',
+    'The quantum jobs sidebar: backends and credentials, live jobs, pipelines, MLflow runs, budgets.',
   autoStart: true,
   requires: [IQmlopsService],
   optional: [ILayoutRestorer, ICommandPalette, IStatusBar, ISettingRegistry, ITranslator],
@@ -114,13 +117,14 @@ const sidebar: JupyterFrontEndPlugin<void> = {
       'refresh',
       new ToolbarButton({
         icon: refreshIcon,
-        tooltip: trans.__('Refresh backends, jobs, runs and budgets'),
+        tooltip: trans.__('Refresh backends, jobs, pipelines, runs and budgets'),
         onClick: () => void commands.execute(CommandIDs.refresh)
       })
     );
     const sections: [string, SectionWidget][] = [
       [trans.__('Backends'), new SectionWidget('backends', context, BackendsBody)],
       [trans.__('Jobs'), new SectionWidget('jobs', context, JobsBody)],
+      [trans.__('Pipelines'), new SectionWidget('pipelines', context, PipelinesBody)],
       [trans.__('Runs'), new SectionWidget('runs', context, RunsBody)],
       [trans.__('Budget'), new SectionWidget('budget', context, BudgetBody)]
     ];
@@ -132,8 +136,9 @@ const sidebar: JupyterFrontEndPlugin<void> = {
     if (restorer) {
       restorer.add(panel, SIDEBAR_ID);
     }
-    const openSection = (index: number) => {
+    const openSection = (name: string) => {
       shell.activateById(SIDEBAR_ID);
+      const index = sections.findIndex(([, widget]) => widget.id === `qmlops-section-${name}`);
       (panel.content as AccordionPanel).expand(index);
     };
 
@@ -183,11 +188,48 @@ const sidebar: JupyterFrontEndPlugin<void> = {
       return answer.button.accept ? answer.value : null;
     };
 
+    /** A saved pipeline's name: `given`, else picked from those `fits` keeps. */
+    const pickPipeline = async (
+      title: string,
+      given: unknown,
+      fits: (pipeline: IPipeline) => boolean = () => true
+    ): Promise<string | null> => {
+      if (typeof given === 'string' && given) {
+        return given;
+      }
+      if (model.pipelines.status !== 'ready') {
+        await model.refreshPipelines();
+      }
+      const names = model.pipelines.data.filter(fits).map(p => p.name);
+      if (names.length === 0) {
+        Notification.info(
+          trans.__(
+            'No saved pipeline fits. Save one with: qmlops pipeline schedule NOTEBOOK --cron "0 3 * * *"'
+          ),
+          { autoClose: 6000 }
+        );
+        return null;
+      }
+      const answer = await InputDialog.getItem({ title, items: names });
+      return answer.button.accept ? answer.value : null;
+    };
+    const pipelineArgs = (what: string) => ({
+      args: {
+        type: 'object',
+        properties: {
+          name: {
+            type: 'string',
+            description: `the saved pipeline ${what}, by name or id (asked for when absent)`
+          }
+        }
+      }
+    });
+
     // -- commands ----------------------------------------------------------------------------
     commands.addCommand(CommandIDs.openSidebar, {
       describedBy: { args: { type: 'object', properties: {} } },
       label: trans.__('Open the Quantum Jobs Sidebar'),
-      caption: trans.__('Show backends, credentials, jobs, runs and budgets'),
+      caption: trans.__('Show backends, credentials, jobs, pipelines, runs and budgets'),
       icon: args => (args.isPalette ? undefined : qmlopsIcon),
       execute: () => shell.activateById(SIDEBAR_ID)
     });
@@ -202,7 +244,7 @@ const sidebar: JupyterFrontEndPlugin<void> = {
       describedBy: { args: { type: 'object', properties: {} } },
       label: trans.__('Add a Quantum Backend Credential…'),
       execute: () => {
-        openSection(0);
+        openSection('backends');
         context.credentialFormRequested.emit();
       }
     });
@@ -433,8 +475,107 @@ const sidebar: JupyterFrontEndPlugin<void> = {
       describedBy: { args: { type: 'object', properties: {} } },
       label: trans.__('Show the Quantum Budget'),
       execute: () => {
-        openSection(3);
+        openSection('budget');
         void model.refreshBudget();
+      }
+    });
+    commands.addCommand(CommandIDs.showPipelines, {
+      describedBy: { args: { type: 'object', properties: {} } },
+      label: trans.__('Show the Saved Pipelines'),
+      caption: trans.__('Saved pipelines, their schedules and recent runs'),
+      execute: () => {
+        openSection('pipelines');
+        void model.refreshPipelines();
+      }
+    });
+    commands.addCommand(CommandIDs.runPipeline, {
+      describedBy: pipelineArgs('to run now'),
+      label: trans.__('Run a Saved Pipeline Now…'),
+      execute: async args => {
+        const name = await pickPipeline(trans.__('Run a pipeline now'), args.name);
+        if (!name) {
+          return;
+        }
+        try {
+          const run = await model.runPipelineNow(name);
+          Notification.info(
+            trans.__('Pipeline %1: run %2 is %3.', name, shortId(run.id), run.state),
+            {
+              autoClose: 4000
+            }
+          );
+          return run;
+        } catch (error) {
+          Notification.error(describeError(error), { autoClose: false });
+        }
+      }
+    });
+    commands.addCommand(CommandIDs.pausePipeline, {
+      describedBy: pipelineArgs('to pause'),
+      label: trans.__('Pause a Pipeline Schedule…'),
+      execute: async args => {
+        const name = await pickPipeline(
+          trans.__('Pause a pipeline'),
+          args.name,
+          p => !!p.schedule && !p.schedule.paused
+        );
+        if (!name) {
+          return;
+        }
+        try {
+          return await model.pausePipeline(name);
+        } catch (error) {
+          Notification.error(describeError(error), { autoClose: false });
+        }
+      }
+    });
+    commands.addCommand(CommandIDs.resumePipeline, {
+      describedBy: pipelineArgs('to resume'),
+      label: trans.__('Resume a Pipeline Schedule…'),
+      execute: async args => {
+        const name = await pickPipeline(
+          trans.__('Resume a pipeline'),
+          args.name,
+          p => !!p.schedule && p.schedule.paused
+        );
+        if (!name) {
+          return;
+        }
+        try {
+          return await model.resumePipeline(name);
+        } catch (error) {
+          Notification.error(describeError(error), { autoClose: false });
+        }
+      }
+    });
+    commands.addCommand(CommandIDs.deletePipeline, {
+      describedBy: pipelineArgs('to delete'),
+      label: trans.__('Delete a Saved Pipeline…'),
+      execute: async args => {
+        const name = await pickPipeline(trans.__('Delete a pipeline'), args.name);
+        if (!name) {
+          return;
+        }
+        const answer = await showDialog({
+          title: trans.__('Delete pipeline'),
+          body: trans.__(
+            'Delete the pipeline "%1" and its schedule? Its past runs and their notebooks are kept.',
+            name
+          ),
+          buttons: [
+            Dialog.cancelButton({ label: trans.__('Cancel') }),
+            Dialog.warnButton({ label: trans.__('Delete') })
+          ]
+        });
+        if (!answer.button.accept) {
+          return;
+        }
+        try {
+          await model.deletePipeline(name);
+          Notification.success(trans.__('Pipeline "%1" deleted.', name), { autoClose: 5000 });
+        } catch (error) {
+          Notification.error(describeError(error), { autoClose: false });
+        }
       }
     });
     if (palette) {
@@ -448,7 +589,12 @@ const sidebar: JupyterFrontEndPlugin<void> = {
         CommandIDs.cancelJob,
         CommandIDs.submitTestJob,
         CommandIDs.openMlflow,
-        CommandIDs.showBudget
+        CommandIDs.showBudget,
+        CommandIDs.showPipelines,
+        CommandIDs.runPipeline,
+        CommandIDs.pausePipeline,
+        CommandIDs.resumePipeline,
+        CommandIDs.deletePipeline
       ]) {
         palette.addItem({
           command,

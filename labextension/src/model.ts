@@ -1,7 +1,7 @@
 /**
- * The live model behind the sidebar and the status bar: backends, credentials, jobs, runs and
- * budgets, kept fresh by the server's `job_status` events (pushed over the server's event bus)
- * and by a poll that backs off when the server fails.
+ * The live model behind the sidebar and the status bar: backends, credentials, jobs, runs,
+ * pipelines and budgets, kept fresh by the server's `job_status` and `pipeline_status` events
+ * (pushed over the server's event bus) and by a poll that backs off when the server fails.
  */
 import { Event } from '@jupyterlab/services';
 import { Poll } from '@lumino/polling';
@@ -16,10 +16,15 @@ import {
   IJobFilter,
   IJobRecord,
   IJobStatus,
+  IPipeline,
+  IPipelineRun,
+  IPipelineStatus,
   IQmlopsModel,
   IResource,
   IRun,
   JOB_STATUS_SCHEMA,
+  PIPELINE_STATUS_SCHEMA,
+  PIPELINE_TERMINAL_STATES,
   TERMINAL_STATES
 } from './tokens';
 
@@ -39,6 +44,8 @@ export const JOB_LIMIT = 50;
 export const MAX_BACKOFF = 5 * 60 * 1000;
 /** The most the jobs route answers at once. */
 export const MAX_JOBS = 1000;
+/** How many recent pipeline runs the model keeps. */
+export const PIPELINE_RUN_LIMIT = 20;
 
 export interface IModelOptions {
   client: QmlopsClient;
@@ -70,6 +77,22 @@ export function asJobStatus(emission: Event.Emission | Record<string, unknown>):
     return null;
   }
   return raw as unknown as IJobStatus;
+}
+
+/** A pushed event's data if it is a pipeline_status event of the qmlops schema. */
+export function asPipelineStatus(
+  emission: Event.Emission | Record<string, unknown>
+): IPipelineStatus | null {
+  const raw = emission as Record<string, unknown>;
+  const schema = raw.schema_id ?? raw.__schema__;
+  if (
+    schema !== PIPELINE_STATUS_SCHEMA ||
+    typeof raw.run_id !== 'string' ||
+    typeof raw.new_state !== 'string'
+  ) {
+    return null;
+  }
+  return raw as unknown as IPipelineStatus;
 }
 
 export class QmlopsModel implements IQmlopsModel {
@@ -118,6 +141,12 @@ export class QmlopsModel implements IQmlopsModel {
   }
   get budget(): IResource<IBudgetStatus[]> {
     return this._budget;
+  }
+  get pipelines(): IResource<IPipeline[]> {
+    return this._pipelines;
+  }
+  get pipelineRuns(): IResource<IPipelineRun[]> {
+    return this._pipelineRuns;
   }
   get filter(): IJobFilter {
     return { ...this._filter };
@@ -175,7 +204,8 @@ export class QmlopsModel implements IQmlopsModel {
       this.refreshBackends(),
       this.refreshJobs(),
       this.refreshRuns(),
-      this.refreshBudget()
+      this.refreshBudget(),
+      this.refreshPipelines()
     ]);
     if (jobs.status === 'rejected') {
       throw jobs.reason; // every part has settled; the jobs list's failure is the caller's
@@ -276,6 +306,114 @@ export class QmlopsModel implements IQmlopsModel {
     }
   }
 
+  /**
+   * Saved pipelines and recent pipeline runs, read again (never throws: a failure shows in the
+   * section). Calls while one is on its way make one more read after it, not one each.
+   */
+  refreshPipelines(): Promise<void> {
+    if (this._pipelinesLoading) {
+      this._pipelinesAgain = true;
+      return this._pipelinesLoading;
+    }
+    this._pipelinesLoading = this._loadPipelines().finally(() => {
+      this._pipelinesLoading = null;
+      if (this._pipelinesAgain && !this._isDisposed) {
+        this._pipelinesAgain = false;
+        return this.refreshPipelines();
+      }
+    });
+    return this._pipelinesLoading;
+  }
+
+  async pausePipeline(nameOrId: string): Promise<IPipeline> {
+    const pipeline = await this.client.pausePipeline(nameOrId);
+    this._upsertPipeline(pipeline);
+    return pipeline;
+  }
+
+  async resumePipeline(nameOrId: string): Promise<IPipeline> {
+    const pipeline = await this.client.resumePipeline(nameOrId);
+    this._upsertPipeline(pipeline);
+    return pipeline;
+  }
+
+  async deletePipeline(nameOrId: string): Promise<void> {
+    await this.client.deletePipeline(nameOrId);
+    this._pipelines = {
+      ...this._pipelines,
+      data: this._pipelines.data.filter(p => p.name !== nameOrId && p.id !== nameOrId)
+    };
+    this._changed.emit();
+  }
+
+  async runPipelineNow(nameOrId: string): Promise<IPipelineRun> {
+    const run = await this.client.runPipeline(nameOrId);
+    this._upsertPipelineRun(run);
+    void this.refreshPipelines();
+    return run;
+  }
+
+  /**
+   * Apply one `pipeline_status` event: a listed run's state (error, MLflow run) changes in
+   * place at once (a finished run never goes back, an older event never wins), then the lists
+   * are read again for what an event does not carry (a new run, its duration, the next due
+   * time).
+   */
+  handlePipelineEvent(event: IPipelineStatus): void {
+    const seen = this._pipelineEventTime.get(event.run_id);
+    const time = Date.parse(event.time);
+    if (seen !== undefined && !isNaN(time) && time < seen) {
+      return;
+    }
+    if (!isNaN(time)) {
+      this._pipelineEventTime.set(event.run_id, time);
+    }
+    const apply = (run: IPipelineRun): IPipelineRun => {
+      if (run.state !== event.new_state && PIPELINE_TERMINAL_STATES.has(run.state)) {
+        return run;
+      }
+      const next = {
+        ...run,
+        state: event.new_state,
+        error: event.error ?? run.error,
+        error_cell: event.error_cell ?? run.error_cell,
+        mlflow_run_id: event.mlflow_run_id ?? run.mlflow_run_id
+      };
+      const same =
+        next.state === run.state &&
+        next.error === run.error &&
+        next.error_cell === run.error_cell &&
+        next.mlflow_run_id === run.mlflow_run_id;
+      return same ? run : next;
+    };
+    let changed = false;
+    const runs = this._pipelineRuns.data.map(run => {
+      if (run.id !== event.run_id) {
+        return run;
+      }
+      const next = apply(run);
+      changed = changed || next !== run;
+      return next;
+    });
+    const pipelines = this._pipelines.data.map(pipeline => {
+      if (!pipeline.last_run || pipeline.last_run.id !== event.run_id) {
+        return pipeline;
+      }
+      const next = apply(pipeline.last_run);
+      if (next === pipeline.last_run) {
+        return pipeline;
+      }
+      changed = true;
+      return { ...pipeline, last_run: next };
+    });
+    if (changed) {
+      this._pipelineRuns = { ...this._pipelineRuns, data: runs };
+      this._pipelines = { ...this._pipelines, data: pipelines };
+      this._changed.emit();
+    }
+    void this.refreshPipelines();
+  }
+
   async cancelJob(id: string): Promise<IJobRecord> {
     const job = await this.client.cancel(id);
     this._upsert(job);
@@ -368,7 +506,51 @@ export class QmlopsModel implements IQmlopsModel {
     const event = asJobStatus(emission);
     if (event) {
       this.handleEvent(event);
+      return;
     }
+    const pipelineEvent = asPipelineStatus(emission);
+    if (pipelineEvent) {
+      this.handlePipelineEvent(pipelineEvent);
+    }
+  }
+
+  private async _loadPipelines(): Promise<void> {
+    const loading = <T>(resource: IResource<T[]>): IResource<T[]> => ({
+      ...resource,
+      status: resource.status === 'ready' ? 'ready' : 'loading'
+    });
+    this._pipelines = loading(this._pipelines);
+    this._pipelineRuns = loading(this._pipelineRuns);
+    this._changed.emit();
+    const [pipelines, runs] = await Promise.allSettled([
+      this.client.pipelines(),
+      this.client.pipelineRuns({ limit: PIPELINE_RUN_LIMIT })
+    ]);
+    this._pipelines =
+      pipelines.status === 'fulfilled'
+        ? { status: 'ready', data: pipelines.value, error: null }
+        : { ...this._pipelines, status: 'error', error: describeError(pipelines.reason) };
+    this._pipelineRuns =
+      runs.status === 'fulfilled'
+        ? { status: 'ready', data: runs.value.pipeline_runs, error: null }
+        : { ...this._pipelineRuns, status: 'error', error: describeError(runs.reason) };
+    this._changed.emit();
+  }
+
+  private _upsertPipeline(pipeline: IPipeline): void {
+    const data = this._pipelines.data.filter(p => p.id !== pipeline.id);
+    data.push(pipeline);
+    data.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    this._pipelines = { ...this._pipelines, data };
+    this._changed.emit();
+  }
+
+  private _upsertPipelineRun(run: IPipelineRun): void {
+    const data = this._pipelineRuns.data.filter(r => r.id !== run.id);
+    data.push(run);
+    data.sort((a, b) => (a.created_at < b.created_at ? 1 : a.created_at > b.created_at ? -1 : 0));
+    this._pipelineRuns = { ...this._pipelineRuns, data: data.slice(0, PIPELINE_RUN_LIMIT) };
+    this._changed.emit();
   }
 
   /** One poll: the jobs list (its failure backs the poll off), and the slower parts. */
@@ -381,6 +563,11 @@ export class QmlopsModel implements IQmlopsModel {
     const tasks: Promise<void>[] = [this.refreshJobs()];
     if (slow) {
       tasks.push(this.refreshBackends(), this.refreshRuns());
+    }
+    // Without events, or while a run is unfinished (its events could be missed), every tick.
+    const unfinished = this._pipelineRuns.data.some(r => !PIPELINE_TERMINAL_STATES.has(r.state));
+    if (slow || !this.live || unfinished) {
+      tasks.push(this.refreshPipelines());
     }
     if (slow || this._budgetStale) {
       this._budgetStale = false;
@@ -489,6 +676,11 @@ export class QmlopsModel implements IQmlopsModel {
   private _jobs = resource<IJobRecord[]>([]);
   private _runs = resource<IRun[]>([]);
   private _budget = resource<IBudgetStatus[]>([]);
+  private _pipelines = resource<IPipeline[]>([]);
+  private _pipelineRuns = resource<IPipelineRun[]>([]);
+  private _pipelinesLoading: Promise<void> | null = null;
+  private _pipelinesAgain = false;
+  private _pipelineEventTime = new Map<string, number>();
   private _filter: IJobFilter = { state: '', backend: '' };
   private _active = new Set<string>();
   private _seq = new Map<string, number>();

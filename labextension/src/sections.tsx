@@ -1,5 +1,6 @@
 /**
- * The four sections of the sidebar: Backends (with credentials), Jobs, Runs and Budget.
+ * The five sections of the sidebar: Backends (with credentials), Jobs, Pipelines, Runs and
+ * Budget.
  * Each renders the model's state, its loading, empty and error states, and calls commands for
  * what opens elsewhere (a job's detail, the MLflow UI).
  */
@@ -18,20 +19,26 @@ import {
   IBudgetLimit,
   ICredentialTest,
   IJobRecord,
+  IPipeline,
+  IPipelineRun,
   IQmlopsModel,
   IResource,
   JOB_STATES,
-  JobState
+  JobState,
+  PIPELINE_TERMINAL_STATES
 } from './tokens';
 import {
+  baseName,
   elapsedSeconds,
   formatAgo,
   formatDuration,
   formatNumber,
   formatUsd,
   jobCost,
+  pipelineRunSeconds,
   queuedSeconds,
   queueEta,
+  secondsUntil,
   shortId
 } from './format';
 
@@ -46,7 +53,7 @@ export interface ISectionContext {
   defaultBackend: () => string;
 }
 
-type SectionName = 'backends' | 'jobs' | 'runs' | 'budget';
+type SectionName = 'backends' | 'jobs' | 'pipelines' | 'runs' | 'budget';
 
 /** A section widget: a React body re-rendered whenever the model changes. */
 export class SectionWidget extends ReactWidget {
@@ -727,6 +734,264 @@ function Jobs(props: { context: ISectionContext }): JSX.Element {
           </ul>
         ))}
     </>
+  );
+}
+
+// -- Pipelines -------------------------------------------------------------------------------
+
+export function PipelinesBody(context: ISectionContext): JSX.Element {
+  return <Pipelines context={context} />;
+}
+
+function Pipelines(props: { context: ISectionContext }): JSX.Element {
+  const { model, trans } = props.context;
+  const pipelines = model.pipelines;
+  const runs = model.pipelineRuns;
+  const active = runs.data.some(run => !PIPELINE_TERMINAL_STATES.has(run.state));
+  const now = useTicker(active || pipelines.data.some(p => p.schedule && !p.schedule.paused));
+  const state = stateOf(
+    pipelines,
+    trans,
+    trans.__('pipelines'),
+    () => void model.refreshPipelines()
+  );
+  if (state) {
+    return state;
+  }
+  const names = new Map(pipelines.data.map(p => [p.id, p.name]));
+  return (
+    <>
+      {pipelines.data.length === 0 ? (
+        <Empty>
+          <Prose
+            text={trans.__(
+              'No saved pipelines. Save a notebook as one, run every night at 3:00, from a terminal: `qmlops pipeline schedule NOTEBOOK --cron "0 3 * * *"` (add `-p NAME VALUE` for its parameters).'
+            )}
+          />
+        </Empty>
+      ) : (
+        <ul className="jp-qmlops-List" aria-label={trans.__('Saved pipelines')}>
+          {pipelines.data.map(pipeline => (
+            <PipelineRow key={pipeline.id} context={props.context} pipeline={pipeline} now={now} />
+          ))}
+        </ul>
+      )}
+      <h3 className="jp-qmlops-Subheading">{trans.__('Recent pipeline runs')}</h3>
+      {runs.status === 'error' ? (
+        <ErrorState
+          trans={trans}
+          message={runs.error ?? trans.__('Something went wrong.')}
+          onRetry={() => void model.refreshPipelines()}
+        />
+      ) : runs.data.length === 0 ? (
+        <Empty>
+          <Prose
+            text={trans.__(
+              'No pipeline runs yet. Press Run now on a saved pipeline, or run a notebook once with `qmlops pipeline run NOTEBOOK`.'
+            )}
+          />
+        </Empty>
+      ) : (
+        <ul className="jp-qmlops-List" aria-label={trans.__('Recent pipeline runs')}>
+          {runs.data.map(run => (
+            <PipelineRunRow
+              key={run.id}
+              context={props.context}
+              run={run}
+              pipelineName={run.pipeline_id ? (names.get(run.pipeline_id) ?? null) : null}
+              now={now}
+            />
+          ))}
+        </ul>
+      )}
+    </>
+  );
+}
+
+function PipelineRow(props: {
+  context: ISectionContext;
+  pipeline: IPipeline;
+  now: number;
+}): JSX.Element {
+  const { commands, trans } = props.context;
+  const { pipeline, now } = props;
+  const schedule = pipeline.schedule;
+  const [busy, setBusy] = React.useState(false);
+  const act = async (command: string) => {
+    setBusy(true);
+    try {
+      await commands.execute(command, { name: pipeline.name });
+    } finally {
+      setBusy(false);
+    }
+  };
+  const until = schedule && !schedule.paused ? secondsUntil(schedule.next_due_at, now) : null;
+  const last = pipeline.last_run ?? null;
+  return (
+    <li
+      className="jp-qmlops-Pipeline"
+      data-pipeline={pipeline.name}
+      data-paused={schedule ? String(schedule.paused) : 'none'}
+      title={pipeline.notebook}
+    >
+      <div className="jp-qmlops-Row">
+        <span className="jp-qmlops-Pipeline-name">{pipeline.name}</span>
+        <span className="jp-qmlops-Spacer" />
+        {schedule ? (
+          <span
+            className="jp-qmlops-chip"
+            data-schedule={schedule.paused ? 'paused' : 'active'}
+            title={
+              schedule.paused
+                ? trans.__('The schedule is paused: no run starts until it is resumed')
+                : trans.__('The schedule is active')
+            }
+          >
+            {schedule.paused ? trans.__('paused') : trans.__('active')}
+          </span>
+        ) : (
+          <span className="jp-qmlops-chip" data-schedule="none">
+            {trans.__('no schedule')}
+          </span>
+        )}
+      </div>
+      <div className="jp-qmlops-Meta">
+        {schedule ? (
+          <code
+            className="jp-qmlops-Pipeline-cron"
+            title={trans.__('Cron expression, read in %1', schedule.timezone)}
+          >
+            {schedule.cron}
+          </code>
+        ) : null}
+        {schedule && schedule.timezone !== 'UTC' ? <span>{schedule.timezone}</span> : null}
+        {until !== null ? (
+          <span className="jp-qmlops-Pipeline-next" title={schedule?.next_due_at ?? ''}>
+            {until <= 0
+              ? trans.__('due now')
+              : trans.__('next in %1', formatDuration(until).split(' ').slice(0, 4).join(' '))}
+          </span>
+        ) : null}
+        <span className="jp-qmlops-Pipeline-last">
+          {last ? (
+            <>
+              {trans.__('last run')} <StateChip state={last.state} trans={trans} />
+            </>
+          ) : (
+            trans.__('never run')
+          )}
+        </span>
+      </div>
+      <div className="jp-qmlops-Row jp-qmlops-Pipeline-actions">
+        <span className="jp-qmlops-Muted">{baseName(pipeline.notebook)}</span>
+        <span className="jp-qmlops-Spacer" />
+        {schedule ? (
+          schedule.paused ? (
+            <button
+              className="jp-Button jp-mod-styled jp-qmlops-SmallButton"
+              data-action="resume-pipeline"
+              disabled={busy}
+              onClick={() => void act(CommandIDs.resumePipeline)}
+              aria-label={trans.__('Resume pipeline %1', pipeline.name)}
+            >
+              {trans.__('Resume')}
+            </button>
+          ) : (
+            <button
+              className="jp-Button jp-mod-styled jp-qmlops-SmallButton"
+              data-action="pause-pipeline"
+              disabled={busy}
+              onClick={() => void act(CommandIDs.pausePipeline)}
+              aria-label={trans.__('Pause pipeline %1', pipeline.name)}
+            >
+              {trans.__('Pause')}
+            </button>
+          )
+        ) : null}
+        <button
+          className="jp-Button jp-mod-styled jp-mod-accept jp-qmlops-SmallButton"
+          data-action="run-pipeline"
+          disabled={busy}
+          onClick={() => void act(CommandIDs.runPipeline)}
+          aria-label={trans.__('Run pipeline %1 now', pipeline.name)}
+        >
+          {trans.__('Run now')}
+        </button>
+        <button
+          className="jp-Button jp-mod-styled jp-mod-warn jp-qmlops-SmallButton"
+          data-action="delete-pipeline"
+          disabled={busy}
+          onClick={() => void act(CommandIDs.deletePipeline)}
+          aria-label={trans.__('Delete pipeline %1', pipeline.name)}
+        >
+          {trans.__('Delete')}
+        </button>
+      </div>
+    </li>
+  );
+}
+
+function PipelineRunRow(props: {
+  context: ISectionContext;
+  run: IPipelineRun;
+  pipelineName: string | null;
+  now: number;
+}): JSX.Element {
+  const { commands, trans } = props.context;
+  const { run, now } = props;
+  const seconds = pipelineRunSeconds(run, now);
+  const failed = run.state === 'FAILED' || run.state === 'TIMED_OUT';
+  const parked = run.parked_jobs?.length ?? 0;
+  return (
+    <li
+      className="jp-qmlops-PipelineRun"
+      data-run-id={run.id}
+      data-state={run.state}
+      title={run.notebook}
+    >
+      <div className="jp-qmlops-Row">
+        <span className="jp-qmlops-PipelineRun-notebook">{baseName(run.notebook)}</span>
+        {props.pipelineName ? <span className="jp-qmlops-Muted">{props.pipelineName}</span> : null}
+        <span className="jp-qmlops-Spacer" />
+        <StateChip state={run.state} trans={trans} />
+      </div>
+      <div className="jp-qmlops-Meta">
+        <span className="jp-qmlops-PipelineRun-started" title={run.started_at ?? run.created_at}>
+          {run.started_at
+            ? trans.__('started %1', formatAgo(run.started_at, now))
+            : trans.__('queued %1', formatAgo(run.created_at, now))}
+        </span>
+        {seconds !== null ? (
+          <span className="jp-qmlops-PipelineRun-duration" title={trans.__('Duration')}>
+            {formatDuration(seconds)}
+          </span>
+        ) : null}
+        {run.attempts > 1 ? <span>{trans.__('attempt %1', run.attempts)}</span> : null}
+        {run.state === 'PARKED' ? (
+          <span className="jp-qmlops-PipelineRun-parked">
+            {trans._n('waiting for %1 job', 'waiting for %1 jobs', parked)}
+          </span>
+        ) : null}
+        <span className="jp-qmlops-Spacer" />
+        {run.mlflow_run_id ? (
+          <button
+            className="jp-Button jp-mod-styled jp-qmlops-SmallButton"
+            data-action="open-mlflow"
+            onClick={() =>
+              void commands.execute(CommandIDs.openMlflow, { runId: run.mlflow_run_id as string })
+            }
+            aria-label={trans.__('Open the MLflow run of %1', baseName(run.notebook))}
+          >
+            {trans.__('Open in MLflow')}
+          </button>
+        ) : null}
+      </div>
+      {failed && run.error ? (
+        <div className="jp-qmlops-Job-error jp-qmlops-PipelineRun-error">
+          {run.error_cell !== null ? trans.__('cell %1: %2', run.error_cell, run.error) : run.error}
+        </div>
+      ) : null}
+    </li>
   );
 }
 

@@ -295,6 +295,114 @@ export interface IRun {
   artifact_uri?: string | null;
 }
 
+/** A pipeline run's state; PARKED waits for provider jobs with its kernel freed. */
+export type PipelineRunState =
+  'QUEUED' | 'RUNNING' | 'PARKED' | 'COMPLETED' | 'FAILED' | 'TIMED_OUT' | 'CANCELLED';
+
+export const PIPELINE_RUN_STATES: PipelineRunState[] = [
+  'QUEUED',
+  'RUNNING',
+  'PARKED',
+  'COMPLETED',
+  'FAILED',
+  'TIMED_OUT',
+  'CANCELLED'
+];
+
+/** States a pipeline run never leaves. */
+export const PIPELINE_TERMINAL_STATES: ReadonlySet<PipelineRunState> = new Set<PipelineRunState>([
+  'COMPLETED',
+  'FAILED',
+  'TIMED_OUT',
+  'CANCELLED'
+]);
+
+/** One run of a notebook as a pipeline (`qmlops pipeline runs --json`). */
+export interface IPipelineRun {
+  id: string;
+  owner: string;
+  notebook: string;
+  parameters: Record<string, unknown>;
+  state: PipelineRunState;
+  attempts: number;
+  max_retries: number;
+  timeout: number | null;
+  output_path: string | null;
+  experiment: string | null;
+  mlflow_run_id: string | null;
+  error: string | null;
+  /** The failing cell's index in the input notebook (0-based). */
+  error_cell: number | null;
+  error_ename: string | null;
+  created_at: string;
+  started_at: string | null;
+  finished_at: string | null;
+  duration_s: number | null;
+  pipeline_id?: string | null;
+  schedule_id?: string | null;
+  scheduled_for?: string | null;
+  sweep_id?: string | null;
+  sweep_point?: number | null;
+  mlflow_parent_run_id?: string | null;
+  /** While PARKED: the provider jobs it waits for. */
+  parked_jobs?: string[] | null;
+  park_cell?: number | null;
+  parked_at?: string | null;
+}
+
+/** When a saved pipeline runs. */
+export interface ISchedule {
+  id: string;
+  cron: string;
+  timezone: string;
+  paused: boolean;
+  catch_up: 'once' | 'skip';
+  stale_after: number;
+  /** The next due time (null while paused). */
+  next_due_at: string | null;
+  last_scheduled_for: string | null;
+}
+
+/** A saved pipeline (`qmlops pipeline show --json`). */
+export interface IPipeline {
+  id: string;
+  owner: string;
+  name: string;
+  notebook: string;
+  parameters: Record<string, unknown>;
+  experiment: string | null;
+  timeout: number | null;
+  retries: number;
+  created_at: string;
+  updated_at: string;
+  schedule: ISchedule | null;
+  last_run?: IPipelineRun | null;
+}
+
+export interface IPipelineRunPage {
+  pipeline_runs: IPipelineRun[];
+  next: string | null;
+}
+
+/** The `pipeline_status` v1 event: a pipeline run changed state. */
+export interface IPipelineStatus {
+  run_id: string;
+  pipeline_id: string | null;
+  pipeline: string | null;
+  notebook: string;
+  old_state: PipelineRunState | null;
+  new_state: PipelineRunState;
+  time: string;
+  scheduled_for?: string | null;
+  error?: string | null;
+  error_cell?: number | null;
+  parked_jobs?: number | null;
+  mlflow_run_id?: string | null;
+}
+
+/** The id of the `pipeline_status` event schema on the server's event bus. */
+export const PIPELINE_STATUS_SCHEMA = 'https://events.qmlops-jupyter.dev/pipeline_status/v1';
+
 /** Whether the ledger, the engine and the event pump are alive. */
 export interface IHealth {
   ok: boolean;
@@ -355,6 +463,10 @@ export interface IQmlopsModel {
   readonly jobs: IResource<IJobRecord[]>;
   readonly runs: IResource<IRun[]>;
   readonly budget: IResource<IBudgetStatus[]>;
+  /** Saved pipelines, by name. */
+  readonly pipelines: IResource<IPipeline[]>;
+  /** Recent pipeline runs, newest first. */
+  readonly pipelineRuns: IResource<IPipelineRun[]>;
   readonly filter: IJobFilter;
   /** Jobs not yet finished. */
   readonly runningCount: number;
@@ -371,6 +483,14 @@ export interface IQmlopsModel {
   refreshBackends(): Promise<void>;
   refreshRuns(): Promise<void>;
   refreshBudget(): Promise<void>;
+  /** Saved pipelines and recent pipeline runs. */
+  refreshPipelines(): Promise<void>;
+  pausePipeline(nameOrId: string): Promise<IPipeline>;
+  resumePipeline(nameOrId: string): Promise<IPipeline>;
+  deletePipeline(nameOrId: string): Promise<void>;
+  /** Start a run of a saved pipeline now (QUEUED at first). */
+  runPipelineNow(nameOrId: string): Promise<IPipelineRun>;
+  handlePipelineEvent(event: IPipelineStatus): void;
   cancelJob(id: string): Promise<IJobRecord>;
   saveCredential(alias: string, request: ICredentialRequest): Promise<ICredentialInfo>;
   deleteCredential(alias: string): Promise<void>;
@@ -381,7 +501,7 @@ export interface IQmlopsModel {
 
 export const IQmlopsService = new Token<IQmlopsService>(
   'qmlops-jupyter:IQmlopsService',
-  'The qmlops REST client and the live model of backends, jobs, runs and budgets.'
+  'The qmlops REST client and the live model of backends, jobs, runs, pipelines and budgets.'
 );
 
 /** Command ids. */
@@ -396,4 +516,9 @@ export namespace CommandIDs {
   export const submitTestJob = 'qmlops:submit-test-job';
   export const openMlflow = 'qmlops:open-mlflow';
   export const showBudget = 'qmlops:show-budget';
+  export const showPipelines = 'qmlops:show-pipelines';
+  export const runPipeline = 'qmlops:run-pipeline';
+  export const pausePipeline = 'qmlops:pause-pipeline';
+  export const resumePipeline = 'qmlops:resume-pipeline';
+  export const deletePipeline = 'qmlops:delete-pipeline';
 }

@@ -21,6 +21,8 @@ import {
   credential,
   job,
   json,
+  pipeline,
+  pipelineRun,
   run,
   settings
 } from './fixtures';
@@ -379,6 +381,95 @@ describe('QmlopsClient', () => {
       expect(sent.url).toBe(`${API_ROOT}estimate`);
       expect(sent.method).toBe('POST');
       expect(JSON.parse(sent.body!)).toEqual(body);
+    });
+  });
+
+  describe('pipelines', () => {
+    it('pipelines: GET pipelines, unwrapping {pipelines}', async () => {
+      const saved = [pipeline(), pipeline({ id: 'a1b2c3d4e5f60002', name: 'weekly' })];
+      server.on('GET', 'pipelines', json({ pipelines: saved }));
+      await expect(client.pipelines()).resolves.toEqual(saved);
+      const sent = only();
+      expect(sent.method).toBe('GET');
+      expect(sent.url).toBe(`${API_ROOT}pipelines`);
+    });
+
+    it('pipeline: GET pipelines/{name}, the name escaped as one segment', async () => {
+      server.on('GET', 'pipelines/night%2Fly%20v2', json(pipeline({ name: 'night/ly v2' })));
+      await expect(client.pipeline('night/ly v2')).resolves.toEqual(
+        pipeline({ name: 'night/ly v2' })
+      );
+      expect(only().url).toBe(`${API_ROOT}pipelines/night%2Fly%20v2`);
+    });
+
+    it('pausePipeline and resumePipeline: POST .../pause and .../resume without a body', async () => {
+      const paused = pipeline({ schedule: { ...pipeline().schedule!, paused: true } });
+      server.on('POST', 'pipelines/nightly/pause', json(paused));
+      server.on('POST', 'pipelines/nightly/resume', json(pipeline()));
+      await expect(client.pausePipeline('nightly')).resolves.toEqual(paused);
+      await expect(client.resumePipeline('nightly')).resolves.toEqual(pipeline());
+      expect(server.log()).toEqual([
+        'POST pipelines/nightly/pause',
+        'POST pipelines/nightly/resume'
+      ]);
+      expect(server.requests.map(r => r.body)).toEqual([null, null]);
+    });
+
+    it('runPipeline: POST pipelines/{name}/runs; the 202 answer is the QUEUED run', async () => {
+      const queued = pipelineRun({ state: 'QUEUED', started_at: null, finished_at: null });
+      server.on('POST', 'pipelines/nightly/runs', json(queued, 202, 'Accepted'));
+      await expect(client.runPipeline('nightly')).resolves.toEqual(queued);
+      const sent = only();
+      expect(sent.method).toBe('POST');
+      expect(sent.url).toBe(`${API_ROOT}pipelines/nightly/runs`);
+    });
+
+    it('deletePipeline: DELETE pipelines/{name}; 204 resolves to undefined', async () => {
+      server.on('DELETE', 'pipelines/nightly', new Response(null, { status: 204 }));
+      await expect(client.deletePipeline('nightly')).resolves.toBeUndefined();
+      expect(only().method).toBe('DELETE');
+    });
+
+    it('pipelineRuns: state, pipeline, limit and cursor go into the query', async () => {
+      const page = { pipeline_runs: [pipelineRun()], next: 'abc' };
+      server.on('GET', 'pipeline-runs', json(page));
+      await expect(client.pipelineRuns()).resolves.toEqual(page);
+      await client.pipelineRuns({ state: 'FAILED', pipeline: 'nightly', limit: 5, cursor: 'abc' });
+      await client.pipelineRuns({ state: '', pipeline: undefined, cursor: null });
+      expect(server.log()).toEqual([
+        'GET pipeline-runs',
+        'GET pipeline-runs?state=FAILED&pipeline=nightly&limit=5&cursor=abc',
+        'GET pipeline-runs'
+      ]);
+    });
+
+    it('pipelineRun: GET pipeline-runs/{id}', async () => {
+      server.on('GET', 'pipeline-runs/7c1e5a9b', json(pipelineRun()));
+      await expect(client.pipelineRun('7c1e5a9b')).resolves.toEqual(pipelineRun());
+      expect(only().url).toBe(`${API_ROOT}pipeline-runs/7c1e5a9b`);
+    });
+
+    it('an unknown pipeline is a 404 QmlopsApiError with its code and one line', async () => {
+      server.on(
+        'POST',
+        'pipelines/nope/pause',
+        apiError(404, 'pipeline_not_found', "no saved pipeline 'nope'")
+      );
+      const error = await rejection(client.pausePipeline('nope'));
+      expect(error.status).toBe(404);
+      expect(error.code).toBe('pipeline_not_found');
+      expect(error.message).toBe("no saved pipeline 'nope'");
+    });
+
+    it('a bad state filter is a 400 QmlopsApiError', async () => {
+      server.on(
+        'GET',
+        'pipeline-runs',
+        apiError(400, 'invalid_request', "unknown pipeline run state 'DONE'")
+      );
+      const error = await rejection(client.pipelineRuns({ state: 'DONE' as never }));
+      expect(error.status).toBe(400);
+      expect(error.code).toBe('invalid_request');
     });
   });
 

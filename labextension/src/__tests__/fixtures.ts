@@ -13,8 +13,12 @@ import {
   IHealth,
   IJobRecord,
   IJobStatus,
+  IPipeline,
+  IPipelineRun,
+  IPipelineStatus,
   IRun,
-  JOB_STATUS_SCHEMA
+  JOB_STATUS_SCHEMA,
+  PIPELINE_STATUS_SCHEMA
 } from '../tokens';
 
 /** A user server behind JupyterHub: the base URL has a path of its own. */
@@ -383,4 +387,90 @@ export async function settle(rounds = 5): Promise<void> {
   for (let i = 0; i < rounds; i++) {
     await new Promise<void>(resolve => nextMacrotask(resolve));
   }
+}
+
+/** A pipeline run as `GET /pipeline-runs` lists it (COMPLETED by default). */
+export function pipelineRun(overrides: Partial<IPipelineRun> = {}): IPipelineRun {
+  return {
+    id: '7c1e5a9b3d2f4e01',
+    owner: 'ada',
+    notebook: '/home/ada/nightly.ipynb',
+    parameters: { shots: 1000, qmlops_pipeline_run_id: '7c1e5a9b3d2f4e01' },
+    state: 'COMPLETED',
+    attempts: 1,
+    max_retries: 0,
+    timeout: null,
+    output_path: '/home/ada/.qmlops/pipelines/7c1e5a9b3d2f4e01/nightly.ipynb',
+    experiment: 'qmlops',
+    mlflow_run_id: 'b4e1d2c3a5f6478899aabbccddeeff01',
+    error: null,
+    error_cell: null,
+    error_ename: null,
+    created_at: '2026-11-26T03:00:00.100000Z',
+    started_at: '2026-11-26T03:00:00.900000Z',
+    finished_at: '2026-11-26T03:00:12.900000Z',
+    duration_s: 12,
+    pipeline_id: 'a1b2c3d4e5f60001',
+    schedule_id: 'f6e5d4c3b2a10001',
+    scheduled_for: '2026-11-26T03:00:00Z',
+    sweep_id: null,
+    sweep_point: null,
+    mlflow_parent_run_id: null,
+    parked_jobs: null,
+    park_cell: null,
+    parked_at: null,
+    ...overrides
+  };
+}
+
+/** A saved pipeline with an active nightly schedule. */
+export function pipeline(overrides: Partial<IPipeline> = {}): IPipeline {
+  return {
+    id: 'a1b2c3d4e5f60001',
+    owner: 'ada',
+    name: 'nightly',
+    notebook: '/home/ada/nightly.ipynb',
+    parameters: { shots: 1000, backend: 'aer' },
+    experiment: 'qmlops',
+    timeout: null,
+    retries: 0,
+    created_at: '2026-11-20T10:00:00Z',
+    updated_at: '2026-11-20T10:00:00Z',
+    schedule: {
+      id: 'f6e5d4c3b2a10001',
+      cron: '0 3 * * *',
+      timezone: 'UTC',
+      paused: false,
+      catch_up: 'once',
+      stale_after: 86400,
+      next_due_at: '2026-11-27T03:00:00Z',
+      last_scheduled_for: '2026-11-26T03:00:00Z'
+    },
+    last_run: pipelineRun(),
+    ...overrides
+  };
+}
+
+/** A `pipeline_status` v1 event of a run. */
+export function pipelineStatus(
+  record: IPipelineRun,
+  newState: IPipelineStatus['new_state'],
+  time = '2026-11-26T15:31:00.000000+00:00',
+  extra: Partial<IPipelineStatus> = {}
+): IPipelineStatus {
+  return {
+    run_id: record.id,
+    pipeline_id: record.pipeline_id ?? null,
+    pipeline: 'nightly',
+    notebook: record.notebook,
+    old_state: record.state,
+    new_state: newState,
+    time,
+    ...extra
+  };
+}
+
+/** A pipeline event as the server's event bus delivers it. */
+export function pipelineEmission(event: IPipelineStatus): Event.Emission {
+  return { schema_id: PIPELINE_STATUS_SCHEMA, ...event } as unknown as Event.Emission;
 }

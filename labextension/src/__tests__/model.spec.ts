@@ -9,7 +9,15 @@ import * as path from 'path';
 import { Event } from '@jupyterlab/services';
 import { Stream } from '@lumino/signaling';
 import { QmlopsApiError, QmlopsClient } from '../api';
-import { BELL_QASM3, JOB_LIMIT, MAX_JOBS, QmlopsModel, asJobStatus, describeError } from '../model';
+import {
+  BELL_QASM3,
+  JOB_LIMIT,
+  MAX_JOBS,
+  QmlopsModel,
+  asJobStatus,
+  asPipelineStatus,
+  describeError
+} from '../model';
 import { IBudgetStatus, IJobRecord, JOB_STATUS_SCHEMA } from '../tokens';
 import {
   AER,
@@ -24,6 +32,10 @@ import {
   emission,
   job,
   json,
+  pipeline,
+  pipelineEmission,
+  pipelineRun,
+  pipelineStatus,
   run,
   settings,
   settle,
@@ -67,7 +79,9 @@ function answerEverything(server: FakeServer, jobs: IJobRecord[] = JOBS): void {
     .on('GET', 'credentials', json([credential()]))
     .on('GET', 'jobs', json({ jobs, next: null }))
     .on('GET', 'runs', json({ runs: [run()] }))
-    .on('GET', 'budget', json([budget()]));
+    .on('GET', 'budget', json([budget()]))
+    .on('GET', 'pipelines', json({ pipelines: [] }))
+    .on('GET', 'pipeline-runs', json({ pipeline_runs: [], next: null }));
 }
 
 function ids(model: QmlopsModel): string[] {
@@ -191,8 +205,12 @@ describe('QmlopsModel', () => {
         'GET budget',
         'GET credentials',
         'GET jobs?limit=50',
+        'GET pipeline-runs?limit=20',
+        'GET pipelines',
         'GET runs?limit=20'
       ]);
+      expect(model.pipelines).toEqual({ status: 'ready', data: [], error: null });
+      expect(model.pipelineRuns).toEqual({ status: 'ready', data: [], error: null });
       expect(model.live).toBe(true);
       expect(changes).toBeGreaterThanOrEqual(5);
     });
@@ -965,6 +983,8 @@ describe('QmlopsModel', () => {
       'GET budget',
       'GET credentials',
       'GET jobs?limit=50',
+      'GET pipeline-runs?limit=20',
+      'GET pipelines',
       'GET runs?limit=20'
     ];
 
@@ -1081,6 +1101,247 @@ describe('QmlopsModel', () => {
         model.refreshInterval = 600;
       }).not.toThrow();
       expect(model.poll.frequency.interval).toBe(600000);
+    });
+  });
+
+  describe('pipelines', () => {
+    const RUN_DONE = pipelineRun();
+    const RUN_NOW = pipelineRun({
+      id: '7c1e5a9b3d2f4e02',
+      state: 'RUNNING',
+      created_at: '2026-11-26T15:30:00.000000Z',
+      started_at: '2026-11-26T15:30:01.000000Z',
+      finished_at: null,
+      duration_s: null,
+      mlflow_run_id: null
+    });
+    const NIGHTLY = pipeline({ last_run: RUN_NOW });
+    const PAUSED = pipeline({
+      last_run: RUN_NOW,
+      schedule: { ...pipeline().schedule!, paused: true, next_due_at: null }
+    });
+
+    function answerPipelines(runs = [RUN_NOW, RUN_DONE], saved = [NIGHTLY]): void {
+      server
+        .on('GET', 'pipelines', json({ pipelines: saved }))
+        .on('GET', 'pipeline-runs', json({ pipeline_runs: runs, next: null }));
+    }
+
+    function runState(id: string): string | undefined {
+      return model.pipelineRuns.data.find(r => r.id === id)?.state;
+    }
+
+    it('asPipelineStatus takes pipeline_status events only', () => {
+      const event = pipelineStatus(RUN_NOW, 'COMPLETED');
+      expect(asPipelineStatus(pipelineEmission(event))).toEqual({
+        schema_id: expect.any(String),
+        ...event
+      });
+      expect(asPipelineStatus({ schema_id: JOB_STATUS_SCHEMA, ...event })).toBeNull();
+      expect(asJobStatus(pipelineEmission(event))).toBeNull();
+      expect(
+        asPipelineStatus({ ...pipelineEmission(event), run_id: 3 } as unknown as Event.Emission)
+      ).toBeNull();
+    });
+
+    it('refreshPipelines fills the saved pipelines and the recent runs', async () => {
+      create();
+      answerPipelines();
+      await model.refreshPipelines();
+      expect(model.pipelines).toEqual({ status: 'ready', data: [NIGHTLY], error: null });
+      expect(model.pipelineRuns).toEqual({
+        status: 'ready',
+        data: [RUN_NOW, RUN_DONE],
+        error: null
+      });
+      expect(server.log().sort()).toEqual(['GET pipeline-runs?limit=20', 'GET pipelines']);
+    });
+
+    it('a failing read says why and never rejects; the other part is ready', async () => {
+      create();
+      answerPipelines();
+      server.on('GET', 'pipelines', apiError(503, 'not_ready', 'the ledger is locked'));
+      await expect(model.refreshPipelines()).resolves.toBeUndefined();
+      expect(model.pipelines.status).toBe('error');
+      expect(model.pipelines.error).toBe('the ledger is locked');
+      expect(model.pipelineRuns.status).toBe('ready');
+    });
+
+    it('reads asked for while one is on its way make one more read, not one each', async () => {
+      create();
+      const held = new Deferred<Response>();
+      let reads = 0;
+      server.on('GET', 'pipelines', async () => {
+        reads += 1;
+        return reads === 1 ? held.promise : json({ pipelines: [PAUSED] });
+      });
+      server.on('GET', 'pipeline-runs', json({ pipeline_runs: [], next: null }));
+      const first = model.refreshPipelines();
+      void model.refreshPipelines();
+      void model.refreshPipelines();
+      held.resolve(json({ pipelines: [NIGHTLY] }));
+      await first;
+      await settle();
+      expect(reads).toBe(2);
+      expect(model.pipelines.data).toEqual([PAUSED]);
+    });
+
+    it("an event changes a listed run's state and its pipeline's last run at once, then reads again", async () => {
+      create();
+      answerPipelines();
+      await model.refreshPipelines();
+      server.clear();
+      const finished = { ...RUN_NOW, state: 'FAILED' as const, error: 'ZeroDivisionError' };
+      answerPipelines([finished, RUN_DONE], [pipeline({ last_run: finished })]);
+      let seen: string | undefined;
+      model.changed.connect(() => {
+        seen = seen ?? runState(RUN_NOW.id);
+      });
+      events.stream.emit(
+        pipelineEmission(
+          pipelineStatus(RUN_NOW, 'FAILED', undefined, {
+            error: 'ZeroDivisionError: division by zero',
+            error_cell: 3
+          })
+        )
+      );
+      expect(seen).toBe('FAILED'); // before any answer arrived
+      expect(model.pipelines.data[0].last_run?.state).toBe('FAILED');
+      expect(model.pipelineRuns.data[0].error_cell).toBe(3);
+      await settle();
+      expect(server.log().sort()).toEqual(['GET pipeline-runs?limit=20', 'GET pipelines']);
+      expect(model.pipelineRuns.data[0].error).toBe('ZeroDivisionError');
+    });
+
+    it("a finished run's MLflow run, announced after its end, shows at once", async () => {
+      const ended = { ...RUN_NOW, state: 'COMPLETED' as const, mlflow_run_id: null };
+      create();
+      answerPipelines([ended]);
+      await model.refreshPipelines();
+      server.on('GET', 'pipelines', () => new Deferred<Response>().promise);
+      model.handlePipelineEvent({
+        ...pipelineStatus(ended, 'COMPLETED'),
+        mlflow_run_id: 'b4e1d2c3a5f6478899aabbccddeeff09'
+      });
+      expect(model.pipelineRuns.data[0].mlflow_run_id).toBe('b4e1d2c3a5f6478899aabbccddeeff09');
+      expect(model.pipelineRuns.data[0].state).toBe('COMPLETED');
+    });
+
+    it('a new run, unknown to the list, is read in by the event', async () => {
+      create();
+      answerPipelines([RUN_DONE]);
+      await model.refreshPipelines();
+      answerPipelines([RUN_NOW, RUN_DONE]);
+      model.handlePipelineEvent({ ...pipelineStatus(RUN_NOW, 'RUNNING'), old_state: null });
+      await settle();
+      expect(model.pipelineRuns.data.map(r => r.id)).toEqual([RUN_NOW.id, RUN_DONE.id]);
+    });
+
+    it('a finished run does not go back on a late event; an older event never wins', async () => {
+      create();
+      answerPipelines();
+      await model.refreshPipelines();
+      server.on('GET', 'pipelines', () => new Deferred<Response>().promise);
+      model.handlePipelineEvent(pipelineStatus(RUN_DONE, 'RUNNING'));
+      expect(runState(RUN_DONE.id)).toBe('COMPLETED');
+      model.handlePipelineEvent(
+        pipelineStatus(RUN_NOW, 'PARKED', '2026-11-26T15:32:00.000000+00:00')
+      );
+      model.handlePipelineEvent(
+        pipelineStatus(RUN_NOW, 'QUEUED', '2026-11-26T15:31:59.000000+00:00')
+      );
+      expect(runState(RUN_NOW.id)).toBe('PARKED');
+    });
+
+    it('without an event bus the runs are read every tick; with it, while a run is unfinished', async () => {
+      jest.useFakeTimers({ doNotFake: ['nextTick', 'setImmediate', 'queueMicrotask'] });
+      answerEverything(server);
+      answerPipelines([RUN_DONE]);
+      create({ refreshInterval: 1 });
+      await model.poll.start();
+      jest.advanceTimersByTime(0);
+      await settle(10);
+      server.clear();
+      jest.advanceTimersByTime(1000); // tick 2: live and nothing unfinished
+      await settle(10);
+      expect(server.sent('GET', 'pipelines')).toHaveLength(0);
+
+      answerPipelines([RUN_NOW, RUN_DONE]);
+      await model.refreshPipelines();
+      server.clear();
+      jest.advanceTimersByTime(1000); // tick 3: a slow tick anyway
+      await settle(10);
+      jest.advanceTimersByTime(1000); // tick 4: a run is unfinished
+      await settle(10);
+      expect(server.sent('GET', 'pipelines')).toHaveLength(2);
+
+      create({ events: false, refreshInterval: 1 });
+      answerPipelines([RUN_DONE]);
+      await model.poll.start();
+      jest.advanceTimersByTime(0);
+      await settle(10);
+      server.clear();
+      jest.advanceTimersByTime(1000); // tick 2, polling only
+      await settle(10);
+      expect(server.sent('GET', 'pipelines')).toHaveLength(1);
+    });
+
+    it('pausePipeline and resumePipeline post and show the answer in place', async () => {
+      create();
+      answerPipelines();
+      await model.refreshPipelines();
+      server.on('POST', 'pipelines/nightly/pause', json(PAUSED));
+      server.on('POST', 'pipelines/nightly/resume', json(NIGHTLY));
+      await expect(model.pausePipeline('nightly')).resolves.toEqual(PAUSED);
+      expect(model.pipelines.data).toEqual([PAUSED]);
+      await model.resumePipeline('nightly');
+      expect(model.pipelines.data).toEqual([NIGHTLY]);
+    });
+
+    it('a refused pause rejects and changes nothing', async () => {
+      create();
+      answerPipelines();
+      await model.refreshPipelines();
+      server.on(
+        'POST',
+        'pipelines/nightly/pause',
+        apiError(404, 'pipeline_not_found', "no saved pipeline 'nightly'")
+      );
+      await expect(model.pausePipeline('nightly')).rejects.toBeInstanceOf(QmlopsApiError);
+      expect(model.pipelines.data).toEqual([NIGHTLY]);
+    });
+
+    it('runPipelineNow lists the QUEUED run first, then reads the lists again', async () => {
+      create();
+      answerPipelines([RUN_DONE]);
+      await model.refreshPipelines();
+      server.clear();
+      const queued = pipelineRun({
+        id: '7c1e5a9b3d2f4e09',
+        state: 'QUEUED',
+        created_at: '2026-11-26T15:40:00.000000Z',
+        started_at: null,
+        finished_at: null,
+        duration_s: null
+      });
+      server.on('POST', 'pipelines/nightly/runs', json(queued, 202));
+      const held = new Deferred<Response>();
+      server.on('GET', 'pipeline-runs', () => held.promise);
+      await expect(model.runPipelineNow('nightly')).resolves.toEqual(queued);
+      expect(model.pipelineRuns.data.map(r => r.id)).toEqual([queued.id, RUN_DONE.id]);
+      held.resolve(json({ pipeline_runs: [queued, RUN_DONE], next: null }));
+      await settle();
+      expect(server.log()).toContain('GET pipeline-runs?limit=20');
+    });
+
+    it('deletePipeline deletes it and takes it off the list', async () => {
+      create();
+      answerPipelines();
+      await model.refreshPipelines();
+      server.on('DELETE', 'pipelines/nightly', new Response(null, { status: 204 }));
+      await model.deletePipeline('nightly');
+      expect(model.pipelines.data).toEqual([]);
+      expect(server.sent('DELETE', 'pipelines/nightly')).toHaveLength(1);
     });
   });
 

@@ -6,9 +6,31 @@ from typing import Any
 
 
 def routes() -> list[tuple[str, Any]]:
-    from . import backends, budget, credentials, estimate, events, health, jobs, openapi, runs
+    from . import (
+        backends,
+        budget,
+        credentials,
+        estimate,
+        events,
+        health,
+        jobs,
+        openapi,
+        pipelines,
+        runs,
+    )
 
     table: list[tuple[str, Any]] = []
-    for module in (jobs, events, backends, credentials, budget, estimate, runs, health, openapi):
+    for module in (
+        jobs,
+        events,
+        backends,
+        credentials,
+        budget,
+        estimate,
+        runs,
+        pipelines,
+        health,
+        openapi,
+    ):
         table.extend(module.ROUTES)
     return table
