@@ -538,6 +538,11 @@ class Job:
         r = self._record
         return f"<Job {r.id} {r.state.value} on {r.backend}, {r.shots} shots>"
 
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        """A job pickles as its id and is read again through the process-wide client when
+        unpickled (a parked pipeline run's kernel gets its job handles back)."""
+        return (get_job, (self.id,))
+
     def _display_record(self) -> JobRecord:
         """The job as it is now, for a rich display (read again unless it has finished); what
         was known before when that read fails: a display never raises."""

@@ -1,22 +1,25 @@
 """``qmlops pipeline run``: execute a notebook with papermill, as a recorded pipeline run.
 
-Each attempt runs papermill in a child process that leads a process group of its own; the
-kernel papermill starts leads another (jupyter_client starts kernels in a new session). A run
-over its timeout gets SIGTERM in both groups, then SIGKILL after a grace period, so neither the
-child nor its kernel outlives the run.
+Papermill runs in this process; each attempt's kernel leads a process group of its own
+(``setsid``; see :mod:`.execute`). A watchdog thread stops the kernel, and every process it
+started, at the run's deadline (SIGTERM, then SIGKILL after a grace period); SIGTERM or Ctrl-C
+to this process does the same and the run ends CANCELLED.
 
 Semantics:
 
-* ``timeout`` bounds the whole run (every attempt and the waits between them). A timed-out run
-  ends TIMED_OUT and is not retried: a notebook that ran out of time once would do it again.
+* ``timeout`` bounds the whole run (every attempt and the waits between them; a parked run's
+  time while parked does not count). A timed-out run ends TIMED_OUT and is not retried: a
+  notebook that ran out of time once would do it again.
 * ``retries`` more attempts follow a failed one (a failing cell, a dead kernel), after an
   exponential backoff with jitter: ``retry_delay * 2**(k-1)`` times a factor in [0.5, 1.5).
 * Every attempt's executed notebook is kept (``attempt-<k>.ipynb``); the last one is also
   ``output.ipynb``, all under ``QMLOPS_HOME/pipelines/runs/<run id>/``.
 * The notebook gets its parameters from papermill (``-p`` values, ``backend``, ``credential``
   — the alias, never the secret — and ``qmlops_pipeline_run_id``); its kernel's environment
-  has ``QMLOPS_PIPELINE_RUN_ID``, ``QMLOPS_NOTEBOOK_PATH`` and ``QMLOPS_PIPELINE_PARAMETERS``
-  so jobs submitted inside link to the run.
+  has ``QMLOPS_PIPELINE_RUN_ID``, ``QMLOPS_NOTEBOOK_PATH``, ``QMLOPS_PIPELINE_PARAMETERS`` and
+  ``QMLOPS_PIPELINE_RUN_DIR`` so jobs submitted inside link to the run, and
+  ``qmlops_jupyter.pipeline.wait_for`` can park it (see :mod:`.parking`).
+* While RUNNING, the run's ``heartbeat_at`` is refreshed every :data:`HEARTBEAT_SECONDS`.
 """
 
 from __future__ import annotations
@@ -25,11 +28,8 @@ import json
 import logging
 import os
 import random
-import shutil
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -45,20 +45,28 @@ from ..errors import (
     UnknownBackend,
     one_line,
 )
-from ..vault.redaction import redact
+from .execute import KILL_GRACE_SECONDS, Kernel, _alive, execute, stop_process_tree
 from .models import PipelineRun, PipelineRunState
-from .store import PipelineRuns
 
 if TYPE_CHECKING:
     from ..client import Client
+    from .store import PipelineRuns
 
 log = logging.getLogger("qmlops_jupyter.pipelines")
 
+__all__ = [
+    "KILL_GRACE_SECONDS",
+    "PipelineRequest",
+    "_alive",
+    "run_pipeline",
+    "stop_process_tree",
+]
+
 RUN_ID_PARAMETER = "qmlops_pipeline_run_id"
-#: Seconds between SIGTERM and SIGKILL when a run is stopped.
-KILL_GRACE_SECONDS = 3.0
 #: The longest wait between two attempts.
 MAX_RETRY_DELAY_SECONDS = 60.0
+#: Seconds between two refreshes of a RUNNING run's ``heartbeat_at``.
+HEARTBEAT_SECONDS = 10.0
 
 S = PipelineRunState
 
@@ -102,6 +110,14 @@ def runs_folder(client: Client) -> Path:
 def check_request(client: Client, request: PipelineRequest) -> tuple[Path, dict[str, Any]]:
     """The notebook's absolute path and the parameters papermill will inject (without the run
     id); raises a typed error for anything that cannot run."""
+    notebook, parameters = _check_arguments(request)
+    _check_notebook(request.notebook, notebook)
+    _check_with_client(client, request, parameters)
+    return notebook, parameters
+
+
+def _check_arguments(request: PipelineRequest) -> tuple[Path, dict[str, Any]]:
+    """What can be checked without reading the notebook or the ledger."""
     from importlib.util import find_spec
 
     if find_spec("papermill") is None:
@@ -120,14 +136,6 @@ def check_request(client: Client, request: PipelineRequest) -> tuple[Path, dict[
         raise InvalidRequest(f"{request.notebook}: not a notebook (expected a .ipynb file)")
     if not notebook.is_file():
         raise InvalidRequest(f"{request.notebook}: no such notebook")
-    try:
-        import nbformat
-
-        nbformat.read(str(notebook), as_version=4)
-    except Exception as exc:
-        raise InvalidRequest(
-            f"{request.notebook}: not a readable notebook: {exc.__class__.__name__}"
-        ) from None
     parameters = dict(request.parameters)
     for name in parameters:
         if not name.isidentifier():
@@ -139,6 +147,23 @@ def check_request(client: Client, request: PipelineRequest) -> tuple[Path, dict[
             parameters[name] = value
     if RUN_ID_PARAMETER in parameters:
         raise InvalidRequest(f"{RUN_ID_PARAMETER} is set by the pipeline run itself")
+    return notebook.resolve(), parameters
+
+
+def _check_notebook(given: str, notebook: Path) -> None:
+    try:
+        import nbformat
+
+        nbformat.read(str(notebook), as_version=4)
+    except Exception as exc:
+        raise InvalidRequest(
+            f"{given}: not a readable notebook: {exc.__class__.__name__}"
+        ) from None
+
+
+def _check_with_client(
+    client: Client, request: PipelineRequest, parameters: dict[str, Any]
+) -> None:
     if request.backend is not None:
         _check_backend(client, request.backend)
     if request.credential is not None:
@@ -147,7 +172,6 @@ def check_request(client: Client, request: PipelineRequest) -> tuple[Path, dict[
         # CredentialNotFound (exit 3) names the aliases there are; nothing is decrypted.
         client.vault.info(check_alias(request.credential))
     _refuse_secrets(client, parameters)
-    return notebook.resolve(), parameters
 
 
 def _check_backend(client: Client, name: str) -> None:
@@ -189,31 +213,77 @@ def run_pipeline(
     *,
     say: Callable[[str], None] | None = None,
 ) -> PipelineRun:
-    """Run the notebook to the end (or its timeout) and return the finished run; raise
-    :class:`PipelineRunFailed` (with ``.run``) when it did not complete."""
-    notebook, parameters = check_request(client, request)
-    say = say or (lambda message: None)
-    cfg = client.tracking.config
-    experiment = request.experiment or (cfg.experiment if cfg.enabled else None)
-    store = PipelineRuns(client.ledger)
+    """Run the notebook to the end (or its timeout, or a park) and return the run; raise
+    :class:`PipelineRunFailed` (with ``.run``) when it did not complete. A run that parked
+    (``qmlops_jupyter.pipeline.wait_for``) is returned PARKED: an engine host resumes it.
+
+    The first attempt's kernel is started as soon as the arguments are known to be sane: it
+    boots (a second or so) while the notebook is read and checked, the ledger opened and
+    papermill imported here. A check that fails then stops it; nothing is written."""
     from ..ledger.store import new_job_id
 
+    notebook, parameters = _check_arguments(request)
+    say = say or (lambda message: None)
+    run_id = request.run_id or new_job_id()
+    parameters[RUN_ID_PARAMETER] = run_id
+    folder = runs_folder(client) / run_id
+    kernel_spec = _kernel(notebook)
+    env = _kernel_env(notebook, run_id, parameters, request.experiment, folder)
+    kernel = Kernel.start(kernel_spec["kernel_name"], env, str(notebook.parent))
+    try:
+        _check_notebook(request.notebook, notebook)
+        _check_with_client(
+            client, request, {k: v for k, v in parameters.items() if k != RUN_ID_PARAMETER}
+        )
+        run = _begin(client, request, notebook, parameters, run_id, folder)
+    except BaseException:
+        kernel.kill()
+        raise
+    started = time.monotonic()
+    deadline = None if request.timeout is None else started + request.timeout
+    part = Part(source=str(notebook), cell_offset=0, number=1, first_attempt=1)
+    return drive(
+        client,
+        run,
+        part,
+        folder=folder,
+        deadline=deadline,
+        retry_delay=request.retry_delay,
+        say=say,
+        mlflow_experiment=request.experiment,
+        kernel=kernel,
+    )
+
+
+def _begin(
+    client: Client,
+    request: PipelineRequest,
+    notebook: Path,
+    parameters: dict[str, Any],
+    run_id: str,
+    folder: Path,
+) -> PipelineRun:
+    """The run's row, RUNNING (a new one, or the QUEUED one named by ``request.run_id``)."""
+    cfg = client.tracking.config
+    experiment = request.experiment or (cfg.experiment if cfg.enabled else None)
+    from .store import PipelineRuns
+
+    store = PipelineRuns(client.ledger)
+    fields: dict[str, Any] = {}
     if request.run_id is not None:
         run = store.get(request.run_id, client.owner)
+        if run.id != run_id:  # a prefix: the kernel was started with the wrong id
+            raise InvalidRequest(f"give the whole pipeline run id, not {request.run_id!r}")
         if run.state is not S.QUEUED:
             raise InvalidRequest(f"pipeline run {run.id} is {run.state.value}, not QUEUED")
-        parameters[RUN_ID_PARAMETER] = run.id
-        run = store.update(
-            run.id,
-            parameters=parameters,
-            max_retries=request.retries,
-            timeout=request.timeout,
-            experiment=experiment,
-        )
+        fields = {
+            "parameters": parameters,
+            "max_retries": request.retries,
+            "timeout": request.timeout,
+            "experiment": experiment,
+        }
     else:
-        run_id = new_job_id()
-        parameters[RUN_ID_PARAMETER] = run_id
-        run = store.create(
+        store.create(
             run_id=run_id,
             owner=client.owner,
             notebook=str(notebook),
@@ -223,44 +293,94 @@ def run_pipeline(
             experiment=experiment,
             **request.links,
         )
-    folder = runs_folder(client) / run.id
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    started = time.monotonic()
-    deadline = None if request.timeout is None else started + request.timeout
-    run = store.update(
-        run.id,
+    return store.update(
+        run_id,
+        **fields,
         state=S.RUNNING,
         started_at=client.ledger.clock(),
         runner_host=socket.gethostname()[:255],
         runner_pid=os.getpid(),
         heartbeat_at=client.ledger.clock(),
+        attempts=1,
     )
-    env = _kernel_env(notebook, run.id, parameters, request.experiment)
+
+
+@dataclass
+class Part:
+    """What one part of a run executes: the notebook from its top (part 1), or, after a park,
+    a notebook of the cells from the park cell on, behind a cell that restores the state."""
+
+    #: A path, or a notebook node.
+    source: Any
+    #: The input notebook's index of the part's first counted cell.
+    cell_offset: int
+    #: 1 for the first part, 2 after the first park ...
+    number: int
+    #: The attempt number the part begins with (a resumed part continues its attempt).
+    first_attempt: int
+
+    def stem(self, attempt: int) -> str:
+        return f"attempt-{attempt}" if self.number == 1 else f"attempt-{attempt}.part-{self.number}"
+
+
+def drive(
+    client: Client,
+    run: PipelineRun,
+    part: Part,
+    *,
+    folder: Path,
+    deadline: float | None,
+    retry_delay: float,
+    say: Callable[[str], None],
+    mlflow_experiment: str | None = None,
+    kernel: Kernel | None = None,
+) -> PipelineRun:
+    """Run a RUNNING run's part, with retries, and end it (or park it); see
+    :func:`run_pipeline`. Used by the first part and by each resumed one.
+    ``mlflow_experiment``: set as ``MLFLOW_EXPERIMENT_NAME`` in the kernel's environment."""
+    from .store import PipelineRuns
+
+    store = PipelineRuns(client.ledger)
+    notebook = Path(run.notebook)
+    env = _kernel_env(notebook, run.id, run.parameters, mlflow_experiment, folder)
     spec_base = {
-        "input": str(notebook),
-        "parameters": parameters,
+        "input": part.source,
+        "parameters": run.parameters,
         **_kernel(notebook),
         "cwd": str(notebook.parent),
+        "cell_offset": part.cell_offset,
     }
+    if client.tracking.config.enabled:
+        _warm_mlflow(client, run.experiment)
     final: dict[str, Any] = {}
     output: Path | None = None
-    attempt = 0
-    with _sigterm_as_interrupt():
+    attempt = part.first_attempt
+    cancel = threading.Event()
+    started = time.monotonic()
+    with _cancel_on_signals(cancel), _heartbeat(store, run.id):
         try:
             while True:
-                attempt += 1
-                store.update(run.id, attempts=attempt)
-                attempt_output = folder / f"attempt-{attempt}.ipynb"
-                outcome = _attempt(
-                    folder, attempt, {**spec_base, "output": str(attempt_output)}, env, deadline
+                if attempt != run.attempts:
+                    run = store.update(run.id, attempts=attempt)
+                stem = part.stem(attempt)
+                attempt_output = folder / f"{stem}.ipynb"
+                outcome = execute(
+                    {**spec_base, "output": str(attempt_output)},
+                    env,
+                    deadline,
+                    cancel,
+                    folder / f"{stem}.log",
+                    kernel=kernel,
                 )
+                kernel = None  # a retry gets a fresh kernel
                 if attempt_output.exists():
                     output = attempt_output
-                final = outcome
-                if outcome["status"] != "failed" or attempt > request.retries:
+                final = _parked(outcome, folder) or outcome
+                if final["status"] != "failed" or attempt > run.max_retries:
                     break
                 delay = min(
-                    request.retry_delay * 2 ** (attempt - 1) * (0.5 + random.random()),
+                    retry_delay * 2 ** (attempt - 1) * (0.5 + random.random()),
                     MAX_RETRY_DELAY_SECONDS,
                 )
                 if deadline is not None and time.monotonic() + delay >= deadline:
@@ -269,10 +389,13 @@ def run_pipeline(
                     f"pipeline run {run.id}: attempt {attempt} failed ({_describe(outcome)}); "
                     f"retrying in {delay:.1f} s"
                 )
-                time.sleep(delay)
-        except KeyboardInterrupt:
-            final = {"status": "cancelled"}
+                if cancel.wait(delay):
+                    final = {"status": "cancelled"}
+                    break
+                attempt += 1
         except Exception as exc:  # the run must not stay RUNNING because of us
+            if kernel is not None:
+                kernel.kill()
             log.exception("pipeline run %s could not go on", run.id)
             final = {
                 "status": "failed",
@@ -280,21 +403,100 @@ def run_pipeline(
                 "ename": exc.__class__.__name__,
                 "evalue": str(exc),
             }
-    fields = _ending(final, request.timeout)
+    if cancel.is_set() and final.get("status") != "completed":
+        final = {"status": "cancelled"}
+    running = time.monotonic() - started
+    from . import parking
+
+    if final["status"] == "parked":
+        return parking.record_park(client, run, part, final, output, folder, running, say)
+    output_path = parking.final_output(folder, output, part)
+    return conclude(client, run, final, output_path, say, running_seconds=running)
+
+
+def conclude(
+    client: Client,
+    run: PipelineRun,
+    final: dict[str, Any],
+    output: Path | None,
+    say: Callable[[str], None],
+    *,
+    running_seconds: float | None = None,
+) -> PipelineRun:
+    """End the run as ``final`` says: the ledger, MLflow (once), the notification; raise
+    :class:`PipelineRunFailed` unless it completed (KeyboardInterrupt when cancelled)."""
+    from .store import PipelineRuns
+
+    store = PipelineRuns(client.ledger)
+    fields = _ending(final, run.timeout)
     if output is not None:
-        shutil.copyfile(output, folder / "output.ipynb")
-        fields["output_path"] = str(folder / "output.ipynb")
+        fields["output_path"] = str(output)
     run = store.update(run.id, finished_at=client.ledger.clock(), runner_pid=None, **fields)
-    if cfg.enabled:
+    if client.tracking.config.enabled:
         mlflow_run_id = _log_to_mlflow(client, run, say)
         if mlflow_run_id is not None:
             run = store.update(run.id, mlflow_run_id=mlflow_run_id)
     _notify_end(client, run)
+    from . import parking
+
+    parking.forget_state(runs_folder(client) / run.id)
     if final["status"] == "cancelled":
         raise KeyboardInterrupt
     if run.state is not S.COMPLETED:
         raise PipelineRunFailed(failure_message(run), run)
     return run
+
+
+def _parked(outcome: dict[str, Any], folder: Path) -> dict[str, Any] | None:
+    """The outcome of an attempt whose notebook parked: ``wait_for`` left its request in the
+    run's folder and stopped the cell with :class:`~qmlops_jupyter.pipeline.PipelineParked`."""
+    from ..pipeline import PARKED_ENAME
+    from .parking import take_park_request
+
+    if outcome.get("status") != "failed" or outcome.get("ename") != PARKED_ENAME:
+        return None
+    request = take_park_request(folder)
+    if request is None or outcome.get("cell") is None:
+        return None
+    return {"status": "parked", "cell": outcome["cell"], **request}
+
+
+def _warm_mlflow(client: Client, experiment: str | None) -> None:
+    """Import MLflow's client, open the tracking store and find the experiment in a background
+    thread while the notebook runs: the run logs to it at its end, and this (a second or two)
+    then costs nothing. Everything here is cached per store; a failure is left for the end."""
+    cfg = client.tracking.config
+
+    def load() -> None:
+        with suppress(Exception):
+            from ..tracking.mlflow_io import client_for, experiment_id
+
+            ml = client_for(cfg.uri)
+            experiment_id(ml, cfg.safe_uri, experiment or cfg.experiment, cfg.artifact_root)
+
+    threading.Thread(target=load, name="qmlops-mlflow-warm-up", daemon=True).start()
+
+
+@contextmanager
+def _heartbeat(store: PipelineRuns, run_id: str) -> Iterator[None]:
+    """While the run is RUNNING here, refresh its ``heartbeat_at`` every
+    :data:`HEARTBEAT_SECONDS`: an engine host on another machine tells a dead runner by it."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(HEARTBEAT_SECONDS):
+            try:
+                store.beat(run_id)
+            except Exception:  # a ledger briefly unreachable: the next beat will do
+                log.debug("pipeline run %s: heartbeat not written", run_id, exc_info=True)
+
+    thread = threading.Thread(target=beat, name="qmlops-pipeline-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
 
 
 def _notify_end(client: Client, run: PipelineRun) -> None:
@@ -332,6 +534,8 @@ def _ending(outcome: dict[str, Any], timeout: float | None) -> dict[str, Any]:
         }
     if status == "cancelled":
         return {"state": S.CANCELLED, "error": "stopped before it finished"}
+    from ..vault.redaction import redact
+
     ename = str(outcome.get("ename") or "Error")
     evalue = one_line(outcome.get("evalue") or "")
     return {
@@ -343,12 +547,19 @@ def _ending(outcome: dict[str, Any], timeout: float | None) -> dict[str, Any]:
 
 
 def _kernel_env(
-    notebook: Path, run_id: str, parameters: dict[str, Any], experiment: str | None
+    notebook: Path,
+    run_id: str,
+    parameters: dict[str, Any],
+    experiment: str | None,
+    folder: Path | None = None,
 ) -> dict[str, str]:
     env = dict(os.environ)
     env["QMLOPS_NOTEBOOK_PATH"] = str(notebook)
     env["QMLOPS_PIPELINE_RUN_ID"] = run_id
     env["QMLOPS_PIPELINE_PARAMETERS"] = json.dumps(parameters, default=str)
+    if folder is not None:
+        # Where wait_for leaves a park request and the parked state.
+        env["QMLOPS_PIPELINE_RUN_DIR"] = str(folder)
     env["PYTHONUNBUFFERED"] = "1"
     if experiment:
         # Jobs submitted in the notebook go to the run's experiment too.
@@ -358,140 +569,35 @@ def _kernel_env(
 
 def _kernel(notebook: Path) -> dict[str, str]:
     """The kernel and language papermill should use: the notebook's own, else Python (a
-    notebook written by a program often names neither)."""
-    import nbformat
-
-    meta = nbformat.read(str(notebook), as_version=4).metadata
-    spec = meta.get("kernelspec", {})
-    language = spec.get("language") or meta.get("language_info", {}).get("name") or "python"
+    notebook written by a program often names neither). Read as plain JSON: this runs before
+    the notebook is checked (and nbformat imported), so a broken file gives the defaults."""
+    try:
+        meta = json.loads(notebook.read_text(encoding="utf-8")).get("metadata") or {}
+    except (OSError, ValueError, AttributeError):
+        meta = {}
+    spec = meta.get("kernelspec") or {}
+    language = spec.get("language") or (meta.get("language_info") or {}).get("name") or "python"
     return {"kernel_name": str(spec.get("name") or "python3"), "language": str(language)}
 
 
-def _attempt(
-    folder: Path, attempt: int, spec: dict[str, Any], env: dict[str, str], deadline: float | None
-) -> dict[str, Any]:
-    """Run one attempt in a child process; its outcome (``status`` completed, failed or
-    timed_out, and for a failure ``cell``, ``ename``, ``evalue``)."""
-    result = folder / f"attempt-{attempt}.result.json"
-    spec_file = folder / f"attempt-{attempt}.spec.json"
-    spec_file.write_text(json.dumps({**spec, "result": str(result)}, default=str))
-    with open(folder / f"attempt-{attempt}.log", "wb") as log_file:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "qmlops_jupyter.pipelines.execute", str(spec_file)],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-            child.wait(timeout=remaining)
-        except subprocess.TimeoutExpired:
-            stop_process_tree(child)
-            return {"status": "timed_out"}
-        except BaseException:
-            stop_process_tree(child)
-            raise
-    try:
-        outcome: dict[str, Any] = json.loads(result.read_text())
-    except (OSError, ValueError):
-        outcome = {
-            "status": "failed",
-            "cell": None,
-            "ename": "PipelineError",
-            "evalue": f"the notebook runner exited with code {child.returncode}; see "
-            f"{folder / f'attempt-{attempt}.log'}",
-        }
-    finally:
-        spec_file.unlink(missing_ok=True)
-        result.unlink(missing_ok=True)
-    return outcome
-
-
-def stop_process_tree(child: subprocess.Popen[bytes], grace: float = KILL_GRACE_SECONDS) -> None:
-    """SIGTERM the child's process group and the group of each of its descendants (the kernel
-    leads its own), then SIGKILL whatever is left after ``grace`` seconds."""
-    pids = [child.pid, *_descendants(child.pid)]
-    groups = set()
-    for pid in pids:
-        with suppress(OSError):
-            groups.add(os.getpgid(pid))
-    _signal_all(groups, pids, signal.SIGTERM)
-    end = time.monotonic() + grace
-    while time.monotonic() < end:
-        if child.poll() is not None and not any(_alive(p) for p in pids[1:]):
-            break
-        time.sleep(0.05)
-    # Only what is still there: a pid that died during the grace period may be reused.
-    left = [p for p in pids[1:] if _alive(p)]
-    _signal_all(groups, [child.pid, *left], signal.SIGKILL)
-    child.wait()
-
-
-def _signal_all(groups: set[int], pids: list[int], sig: int) -> None:
-    for group in groups:
-        if group == os.getpgrp():
-            continue  # never our own group
-        with suppress(OSError):
-            os.killpg(group, sig)
-    for pid in pids:
-        with suppress(OSError):
-            os.kill(pid, sig)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    try:  # a zombie is gone for our purposes (its parent reaps it)
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def _descendants(pid: int) -> list[int]:
-    try:
-        import psutil
-
-        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
-    except ImportError:
-        pass
-    except Exception:
-        return []
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        for kid in children.get(todo.pop(), []):
-            found.append(kid)
-            todo.append(kid)
-    return found
-
-
 @contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """A SIGTERM to the CLI stops the run like Ctrl-C does (kernel killed, run CANCELLED)."""
+def _cancel_on_signals(cancel: threading.Event) -> Iterator[None]:
+    """SIGTERM or Ctrl-C to the CLI stops the run: the watchdog stops the kernel (and all it
+    started), and the run ends CANCELLED. Only the main thread can take signals; a run in a
+    worker thread (a sweep's) is stopped by its host."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def _raise(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+    def _cancel(signum: int, frame: Any) -> None:
+        cancel.set()
 
-    previous = signal.signal(signal.SIGTERM, _raise)
+    previous = {sig: signal.signal(sig, _cancel) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 # -- MLflow --------------------------------------------------------------------------------------
@@ -510,6 +616,7 @@ def _log_to_mlflow(client: Client, run: PipelineRun, say: Callable[[str], None])
         parameter_params,
         source_tags,
     )
+    from ..vault.redaction import redact
 
     cfg = client.tracking.config
     experiment = run.experiment or cfg.experiment

@@ -64,6 +64,32 @@ class PipelineRuns:
             row = conn.execute(select(runs).where(runs.c.id == run_id)).one()
         return _model(row)
 
+    def beat(self, run_id: str) -> bool:
+        """Refresh a RUNNING run's ``heartbeat_at`` (the runner's sign of life); False when the
+        run is no longer RUNNING."""
+        with self.ledger._write() as conn:
+            changed = conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id, runs.c.state == PipelineRunState.RUNNING.value)
+                .values(heartbeat_at=self.ledger.clock())
+            ).rowcount
+        return changed == 1
+
+    def compare_and_set(self, run_id: str, expected: dict[str, Any], **fields: Any) -> bool:
+        """Update the run only if each ``expected`` column still holds its value (None: IS
+        NULL); whether it did. How two engine hosts agree on who resumes a parked run."""
+        if isinstance(fields.get("state"), PipelineRunState):
+            fields["state"] = fields["state"].value
+        conditions = [runs.c.id == run_id]
+        for name, value in expected.items():
+            if isinstance(value, PipelineRunState):
+                value = value.value
+            column = runs.c[name]
+            conditions.append(column.is_(None) if value is None else column == value)
+        with self.ledger._write() as conn:
+            changed = conn.execute(update(runs).where(*conditions).values(**fields)).rowcount
+        return changed == 1
+
     def get(self, run_id: str, owner: str) -> PipelineRun:
         """By id, or by a unique prefix of it (as ``qmlops show`` takes job ids)."""
         run_id = (run_id or "").strip()
