@@ -22,6 +22,10 @@ Benchmarks (``--only`` names):
                 concurrent clients on the 100,000-job ledgers (reported)
 7. ``magics``   ``%load_ext qmlops_jupyter`` timed inside fresh kernels (median and p95
                 <= 300 ms; no heavy module imported); first uses of the magics (reported)
+8. ``pipeline`` ``qmlops pipeline run`` vs raw ``papermill.execute_notebook`` on
+                notebooks/qaoa_maxcut.ipynb, tracking off and on; ratio of medians <= 1.10x
+9. ``sweep``    8 small notebooks (a Bell job on Aer each) as a 2-worker Dask sweep vs one by
+                one; speed-up >= 1.7x
 
 Every run uses a fresh temporary ``QMLOPS_HOME`` (and ignores ``QMLOPS_DATABASE_URL`` and
 ``QMLOPS_BACKENDS_FILE``), so it never touches your own ledger. The table goes to stdout,
@@ -73,6 +77,8 @@ ORDER = [
     "tracking",
     "server",
     "magics",
+    "pipeline",
+    "sweep",
 ]
 ALIASES = {"ledger": ["ledger-sqlite", "ledger-postgres"], "all": ORDER, "throughput": ["batch"]}
 
@@ -87,7 +93,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--only",
         default="all",
         help="comma-separated: batch, latency, ledger (= ledger-sqlite,"
-        "ledger-postgres), import, tracking, server, magics; default all",
+        "ledger-postgres), import, tracking, server, magics, pipeline, sweep; default all",
     )
     parser.add_argument(
         "--quick",
@@ -147,6 +153,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "benchmarks/results/profile-*.txt (not timed)",
     )
     parser.add_argument("--owner", default="bench", help="owner of the benchmark's jobs")
+    parser.add_argument(
+        "--pipeline-runs", type=int, default=5, help="pipeline: timed runs of each side"
+    )
+    parser.add_argument(
+        "--pipeline-notebook",
+        default=None,
+        help="pipeline: the notebook (default notebooks/qaoa_maxcut.ipynb)",
+    )
+    parser.add_argument(
+        "--sweep-reps", type=int, default=3, help="sweep: timed repetitions of each side"
+    )
     parser.add_argument("--child-result", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument(
         "--json",
@@ -275,6 +292,14 @@ def run_here(name: str, args: argparse.Namespace) -> BenchResult:
         import bench_magics
 
         return bench_magics.run(args)
+    if name == "pipeline":
+        import bench_pipeline
+
+        return bench_pipeline.run(args)
+    if name == "sweep":
+        import bench_sweep
+
+        return bench_sweep.run(args)
     import bench_ledger
 
     return bench_ledger.run(args, name.split("-", 1)[1])

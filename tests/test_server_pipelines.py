@@ -386,7 +386,9 @@ def test_errors_are_one_line_with_the_right_status(lab: Lab) -> None:
         ("GET", "/pipeline-runs/ffffffffffff"),
         ("GET", "/pipeline-runs?pipeline=nope"),
     ):
-        code = "pipeline_run_not_found" if path.startswith("/pipeline-runs/") else "pipeline_not_found"
+        code = (
+            "pipeline_run_not_found" if path.startswith("/pipeline-runs/") else "pipeline_not_found"
+        )
         assert "nope" in lab.error(method, path, 404, code) or "ffff" in path
     message = lab.error("GET", "/pipeline-runs?state=DONE", 400, "invalid_request")
     assert "DONE" in message and "COMPLETED" in message
@@ -434,7 +436,9 @@ def test_another_owners_pipelines_and_runs_are_invisible(lab: Lab) -> None:
         ("GET", f"/pipeline-runs/{run.id}"),
         ("GET", f"/pipeline-runs?pipeline={theirs.id}"),
     ):
-        code = "pipeline_run_not_found" if path.startswith("/pipeline-runs/") else "pipeline_not_found"
+        code = (
+            "pipeline_run_not_found" if path.startswith("/pipeline-runs/") else "pipeline_not_found"
+        )
         lab.error(method, path, 404, code)
     still = Pipelines(lab.client.ledger).get("theirs", OTHER)
     assert still.schedule is not None and not still.schedule.paused and still.last_run is not None

@@ -274,7 +274,9 @@ def status_item(page: Any) -> Any:
 
 def refresh(page: Any) -> None:
     """Click the panel's refresh button (its toolbar), as a user does to re-read everything."""
-    button = sidebar(page).locator('.jp-Toolbar [title="Refresh backends, jobs, pipelines, runs and budgets"]')
+    button = sidebar(page).locator(
+        '.jp-Toolbar [title="Refresh backends, jobs, pipelines, runs and budgets"]'
+    )
     expect(button).to_have_count(1)
     button.click()
 

@@ -41,6 +41,9 @@ def _show(run: PipelineRun) -> None:
         click.echo(f"output    {run.output_path}")
     if run.mlflow_run_id:
         click.echo(f"mlflow    run {run.mlflow_run_id} ({run.experiment})")
+    if run.state.value == "PARKED":
+        jobs = ", ".join(run.parked_jobs or [])
+        click.echo(f"parked    at cell {run.park_cell} until job(s) {jobs} end")
     if run.error:
         where = f"cell {run.error_cell}: " if run.error_cell is not None else ""
         click.echo(f"error     {where}{run.error}")
