@@ -26,7 +26,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from qmlops_jupyter.cli.main import cli
 from qmlops_jupyter.client import reset_client
-from qmlops_jupyter.pipelines.sweep import processes_of
+from qmlops_jupyter.pipelines.execute import processes_of
 
 SECRET = "sk-sweep-test-0123456789abcdef"
 QMLOPS = Path(sys.executable).parent / "qmlops"
@@ -367,7 +367,7 @@ def test_sigterm_stops_the_sweep_its_workers_and_kernels(home: Path, tmp_path: P
     assert wait_gone(lambda: processes_of({r["id"] for r in ledger})) == []
 
     def alive_workers() -> list[int]:
-        from qmlops_jupyter.pipelines.sweep import _alive
+        from qmlops_jupyter.pipelines.execute import _alive
 
         return [p for p in workers if _alive(p)]
 

@@ -122,6 +122,56 @@ def _alive(pid: int) -> bool:
         return True
 
 
+def processes_of(run_ids: set[str]) -> list[int]:
+    """Live processes of this machine whose environment names one of these pipeline runs (the
+    notebook runner and the kernel of each: the runner gives them ``QMLOPS_PIPELINE_RUN_ID``)."""
+    markers = {f"QMLOPS_PIPELINE_RUN_ID={r}".encode() for r in run_ids}
+    found = []
+    proc = Path("/proc")
+    if not proc.is_dir() or not markers:
+        return found
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if markers.intersection(environ) and _alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+def stop_processes_of(*run_ids: str) -> None:
+    """SIGTERM what is still running for these runs (each process and its group, as a kernel
+    leads its own), then SIGKILL what is left after a grace period."""
+    pids = processes_of(set(run_ids))
+    if not pids:
+        return
+    own_group = os.getpgrp()
+    groups = set()
+    for pid in pids:
+        with suppress(OSError):
+            group = os.getpgid(pid)
+            if group != own_group and group in pids:
+                groups.add(group)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for group in groups:
+            with suppress(OSError):
+                os.killpg(group, sig)
+        for pid in pids:
+            with suppress(OSError):
+                os.kill(pid, sig)
+        if sig == signal.SIGKILL:
+            break
+        end = time.monotonic() + KILL_GRACE_SECONDS
+        while time.monotonic() < end and any(_alive(p) for p in pids):
+            time.sleep(0.05)
+        pids = [p for p in pids if _alive(p)]
+        if not pids:
+            return
+
+
 def _descendants(pid: int) -> list[int]:
     try:
         import psutil

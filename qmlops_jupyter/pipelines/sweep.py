@@ -63,6 +63,7 @@ from ..errors import (
     one_line,
 )
 from ..vault.redaction import redact
+from .execute import _alive, stop_processes_of
 from .models import PipelineRun, PipelineRunState
 from .runner import RUN_ID_PARAMETER, PipelineRequest, check_request, failure_message
 
@@ -83,8 +84,6 @@ MAX_POINTS = 10_000
 TASK_RETRIES = 2
 #: Seconds to wait for a Dask scheduler given by address to answer.
 SCHEDULER_TIMEOUT = 10.0
-#: Seconds between SIGTERM and SIGKILL for what a dead or interrupted point left running.
-KILL_GRACE_SECONDS = 3.0
 #: Environment variables a worker's task takes from the sweep (besides the settings'), so a
 #: worker on another machine tracks to the same place. QMLOPS_CRYPT_KEY never travels: a
 #: remote worker that needs the vault must have its own (a local worker inherits it).
@@ -660,7 +659,7 @@ def settle_point(
                 waiting = wait
                 continue
             if row.runner_host in (None, here):
-                _stop_processes_of(row.id)
+                stop_processes_of(row.id)
             if row.runner_host == here and row.runner_pid == os.getpid():
                 why = "its task stopped before the run ended"  # rerun here after an error
             elif state is S.QUEUED:
@@ -685,70 +684,6 @@ def settle_point(
         if not waiting:
             return None
         time.sleep(1.0)
-
-
-def _alive(pid: int) -> bool:
-    """Whether a process of that id runs (a zombie does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def processes_of(run_ids: set[str]) -> list[int]:
-    """Live processes of this machine whose environment names one of these pipeline runs (the
-    notebook runner and the kernel of each: the runner gives them ``QMLOPS_PIPELINE_RUN_ID``)."""
-    markers = {f"QMLOPS_PIPELINE_RUN_ID={r}".encode() for r in run_ids}
-    found = []
-    proc = Path("/proc")
-    if not proc.is_dir() or not markers:
-        return found
-    for entry in proc.iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if markers.intersection(environ) and _alive(int(entry.name)):
-            found.append(int(entry.name))
-    return found
-
-
-def _stop_processes_of(*run_ids: str) -> None:
-    """SIGTERM what is still running for these runs (each process and its group, as a kernel
-    leads its own), then SIGKILL what is left after a grace period."""
-    pids = processes_of(set(run_ids))
-    if not pids:
-        return
-    own_group = os.getpgrp()
-    groups = set()
-    for pid in pids:
-        with suppress(OSError):
-            group = os.getpgid(pid)
-            if group != own_group and group in pids:
-                groups.add(group)
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for group in groups:
-            with suppress(OSError):
-                os.killpg(group, sig)
-        for pid in pids:
-            with suppress(OSError):
-                os.kill(pid, sig)
-        if sig == signal.SIGKILL:
-            break
-        end = time.monotonic() + KILL_GRACE_SECONDS
-        while time.monotonic() < end and any(_alive(p) for p in pids):
-            time.sleep(0.05)
-        pids = [p for p in pids if _alive(p)]
-        if not pids:
-            return
 
 
 # -- after the tasks ------------------------------------------------------------------------------
@@ -829,7 +764,7 @@ def _cancel_unfinished(client: Client, sweep_id: str, *, local: bool) -> None:
     ]
     if not open_rows:
         return
-    _stop_processes_of(*(r.id for r in open_rows))
+    stop_processes_of(*(r.id for r in open_rows))
     now = client.ledger.clock()
     with client.ledger._write() as conn:
         for row in open_rows:

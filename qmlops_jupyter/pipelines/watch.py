@@ -120,22 +120,11 @@ def _end(host: PipelineHost, row: Any, error: str) -> bool:
 
 
 def _stop_leftovers(run_id: str) -> None:
-    """SIGKILL what a dead runner left running on this machine (papermill's child and the
-    kernel, each detached from it): found by the run id their environment carries."""
-    import os
-    import signal
-    from pathlib import Path
+    """Stop what a dead runner left running on this machine (its kernel, detached from it):
+    found by the run id their environment carries."""
+    from .execute import stop_processes_of
 
-    marker = f"QMLOPS_PIPELINE_RUN_ID={run_id}".encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if marker in (entry / "environ").read_bytes().split(b"\0"):
-                os.kill(int(entry.name), signal.SIGKILL)
-                log.info("pipeline run %s: stopped its leftover process %s", run_id, entry.name)
-        except OSError:  # gone already, or not ours to read
-            continue
+    stop_processes_of(run_id)
 
 
 def _notify(host: PipelineHost, run_id: str) -> None:
