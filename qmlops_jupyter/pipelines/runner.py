@@ -33,7 +33,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,6 +50,7 @@ from .models import PipelineRun, PipelineRunState
 
 if TYPE_CHECKING:
     from ..client import Client
+    from ..tracking.writer import RunWriter, Store
     from .store import PipelineRuns
 
 log = logging.getLogger("qmlops_jupyter.pipelines")
@@ -86,6 +87,8 @@ class PipelineRequest:
     #: Written on a new run: ``pipeline_id``, ``schedule_id``, ``scheduled_for``,
     #: ``sweep_id``, ``sweep_point``, ``mlflow_parent_run_id`` (nests its MLflow run).
     links: dict[str, Any] = field(default_factory=dict)
+    #: Variables added to the kernel's environment (not recorded: they tune, never carry data).
+    kernel_environment: dict[str, str] = field(default_factory=dict)
 
 
 def typed_value(value: str) -> Any:
@@ -228,31 +231,36 @@ def run_pipeline(
     parameters[RUN_ID_PARAMETER] = run_id
     folder = runs_folder(client) / run_id
     kernel_spec = _kernel(notebook)
-    env = _kernel_env(notebook, run_id, parameters, request.experiment, folder)
-    kernel = Kernel.start(kernel_spec["kernel_name"], env, str(notebook.parent))
-    try:
-        _check_notebook(request.notebook, notebook)
-        _check_with_client(
-            client, request, {k: v for k, v in parameters.items() if k != RUN_ID_PARAMETER}
+    env = _kernel_env(client, notebook, run_id, parameters, request.experiment, folder)
+    env.update(request.kernel_environment)
+    cancel = threading.Event()
+    with _cancellable(run_id, cancel, request.links.get("sweep_id")):
+        kernel = Kernel.start(kernel_spec["kernel_name"], env, str(notebook.parent))
+        try:
+            _check_notebook(request.notebook, notebook)
+            _check_with_client(
+                client, request, {k: v for k, v in parameters.items() if k != RUN_ID_PARAMETER}
+            )
+            run = _begin(client, request, notebook, parameters, run_id, folder)
+        except BaseException:
+            kernel.kill()
+            raise
+        started = time.monotonic()
+        deadline = None if request.timeout is None else started + request.timeout
+        part = Part(source=str(notebook), cell_offset=0, number=1, first_attempt=1)
+        return drive(
+            client,
+            run,
+            part,
+            folder=folder,
+            deadline=deadline,
+            retry_delay=request.retry_delay,
+            say=say,
+            mlflow_experiment=request.experiment,
+            kernel=kernel,
+            cancel=cancel,
+            kernel_environment=request.kernel_environment,
         )
-        run = _begin(client, request, notebook, parameters, run_id, folder)
-    except BaseException:
-        kernel.kill()
-        raise
-    started = time.monotonic()
-    deadline = None if request.timeout is None else started + request.timeout
-    part = Part(source=str(notebook), cell_offset=0, number=1, first_attempt=1)
-    return drive(
-        client,
-        run,
-        part,
-        folder=folder,
-        deadline=deadline,
-        retry_delay=request.retry_delay,
-        say=say,
-        mlflow_experiment=request.experiment,
-        kernel=kernel,
-    )
 
 
 def _begin(
@@ -335,15 +343,20 @@ def drive(
     say: Callable[[str], None],
     mlflow_experiment: str | None = None,
     kernel: Kernel | None = None,
+    cancel: threading.Event | None = None,
+    kernel_environment: dict[str, str] | None = None,
 ) -> PipelineRun:
     """Run a RUNNING run's part, with retries, and end it (or park it); see
     :func:`run_pipeline`. Used by the first part and by each resumed one.
-    ``mlflow_experiment``: set as ``MLFLOW_EXPERIMENT_NAME`` in the kernel's environment."""
+    ``mlflow_experiment``: set as ``MLFLOW_EXPERIMENT_NAME`` in the kernel's environment.
+    ``cancel``: set, it stops the run (CANCELLED). ``kernel_environment``: added to each
+    kernel's environment."""
     from .store import PipelineRuns
 
     store = PipelineRuns(client.ledger)
     notebook = Path(run.notebook)
-    env = _kernel_env(notebook, run.id, run.parameters, mlflow_experiment, folder)
+    env = _kernel_env(client, notebook, run.id, run.parameters, mlflow_experiment, folder)
+    env.update(kernel_environment or {})
     spec_base = {
         "input": part.source,
         "parameters": run.parameters,
@@ -351,14 +364,14 @@ def drive(
         "cwd": str(notebook.parent),
         "cell_offset": part.cell_offset,
     }
-    if client.tracking.config.enabled:
-        _warm_mlflow(client, run.experiment)
+    # MLflow loads in a child process beside the kernel, ready to write the run at its end.
+    writer = _mlflow_writer(client, run) if client.tracking.config.enabled else None
     final: dict[str, Any] = {}
     output: Path | None = None
     attempt = part.first_attempt
-    cancel = threading.Event()
+    cancel = cancel or threading.Event()
     started = time.monotonic()
-    with _cancel_on_signals(cancel), _heartbeat(store, run.id):
+    with _cancel_on_signals(cancel), _cancellable(run.id, cancel), _heartbeat(store, run.id):
         try:
             while True:
                 if attempt != run.attempts:
@@ -409,9 +422,11 @@ def drive(
     from . import parking
 
     if final["status"] == "parked":
+        if writer is not None:
+            writer.close()  # the resumed part writes the run
         return parking.record_park(client, run, part, final, output, folder, running, say)
     output_path = parking.final_output(folder, output, part)
-    return conclude(client, run, final, output_path, say, running_seconds=running)
+    return conclude(client, run, final, output_path, say, running_seconds=running, writer=writer)
 
 
 def conclude(
@@ -422,6 +437,7 @@ def conclude(
     say: Callable[[str], None],
     *,
     running_seconds: float | None = None,
+    writer: RunWriter | None = None,
 ) -> PipelineRun:
     """End the run as ``final`` says: the ledger, MLflow (once), the notification; raise
     :class:`PipelineRunFailed` unless it completed (KeyboardInterrupt when cancelled)."""
@@ -433,7 +449,7 @@ def conclude(
         fields["output_path"] = str(output)
     run = store.update(run.id, finished_at=client.ledger.clock(), runner_pid=None, **fields)
     if client.tracking.config.enabled:
-        mlflow_run_id = _log_to_mlflow(client, run, say)
+        mlflow_run_id = _log_to_mlflow(client, run, say, writer)
         if mlflow_run_id is not None:
             run = store.update(run.id, mlflow_run_id=mlflow_run_id)
     _notify_end(client, run)
@@ -459,22 +475,6 @@ def _parked(outcome: dict[str, Any], folder: Path) -> dict[str, Any] | None:
     if request is None or outcome.get("cell") is None:
         return None
     return {"status": "parked", "cell": outcome["cell"], **request}
-
-
-def _warm_mlflow(client: Client, experiment: str | None) -> None:
-    """Import MLflow's client, open the tracking store and find the experiment in a background
-    thread while the notebook runs: the run logs to it at its end, and this (a second or two)
-    then costs nothing. Everything here is cached per store; a failure is left for the end."""
-    cfg = client.tracking.config
-
-    def load() -> None:
-        with suppress(Exception):
-            from ..tracking.mlflow_io import client_for, experiment_id
-
-            ml = client_for(cfg.uri)
-            experiment_id(ml, cfg.safe_uri, experiment or cfg.experiment, cfg.artifact_root)
-
-    threading.Thread(target=load, name="qmlops-mlflow-warm-up", daemon=True).start()
 
 
 @contextmanager
@@ -547,6 +547,7 @@ def _ending(outcome: dict[str, Any], timeout: float | None) -> dict[str, Any]:
 
 
 def _kernel_env(
+    client: Client,
     notebook: Path,
     run_id: str,
     parameters: dict[str, Any],
@@ -554,6 +555,12 @@ def _kernel_env(
     folder: Path | None = None,
 ) -> dict[str, str]:
     env = dict(os.environ)
+    # Jobs the notebook submits go to the runner's ledger, whatever this process's environment.
+    settings = client.settings
+    env["QMLOPS_HOME"] = str(settings.home)
+    env["QMLOPS_DATABASE_URL"] = settings.database_url
+    env["QMLOPS_BACKENDS_FILE"] = str(settings.backends_file)
+    env["QMLOPS_OWNER"] = settings.owner
     env["QMLOPS_NOTEBOOK_PATH"] = str(notebook)
     env["QMLOPS_PIPELINE_RUN_ID"] = run_id
     env["QMLOPS_PIPELINE_PARAMETERS"] = json.dumps(parameters, default=str)
@@ -580,6 +587,47 @@ def _kernel(notebook: Path) -> dict[str, str]:
     return {"kernel_name": str(spec.get("name") or "python3"), "language": str(language)}
 
 
+#: The runs this process is running (in any thread), by id: the event that cancels each, and
+#: the sweep it is a point of. A sweep stopped here stops its points that start afterwards too.
+_running: dict[str, tuple[threading.Event, str | None]] = {}
+_stopped_sweeps: set[str] = set()
+_running_changed = threading.Condition()
+
+
+@contextmanager
+def _cancellable(
+    run_id: str, cancel: threading.Event, sweep_id: str | None = None
+) -> Iterator[None]:
+    with _running_changed:
+        outer = _running.get(run_id)
+        _running[run_id] = (cancel, sweep_id or (outer[1] if outer else None))
+        if sweep_id in _stopped_sweeps:
+            cancel.set()
+    try:
+        yield
+    finally:
+        with _running_changed:
+            if outer is None:
+                _running.pop(run_id, None)
+                _running_changed.notify_all()
+
+
+def cancel_sweep_here(sweep_id: str, *, wait: float = 0.0) -> list[str]:
+    """Cancel the sweep's points this process is running (its in-process workers' threads),
+    and any it starts from now on: each stops its kernel and ends CANCELLED, as on Ctrl-C.
+    Waits up to ``wait`` seconds for them to end; returns the ids of those still running."""
+
+    def mine() -> list[str]:
+        return sorted(k for k, (_, sweep) in _running.items() if sweep == sweep_id)
+
+    with _running_changed:
+        _stopped_sweeps.add(sweep_id)
+        for run_id in mine():
+            _running[run_id][0].set()
+        _running_changed.wait_for(lambda: not mine(), timeout=wait)
+        return mine()
+
+
 @contextmanager
 def _cancel_on_signals(cancel: threading.Event) -> Iterator[None]:
     """SIGTERM or Ctrl-C to the CLI stops the run: the watchdog stops the kernel (and all it
@@ -603,60 +651,61 @@ def _cancel_on_signals(cancel: threading.Event) -> Iterator[None]:
 # -- MLflow --------------------------------------------------------------------------------------
 
 
-def _log_to_mlflow(client: Client, run: PipelineRun, say: Callable[[str], None]) -> str | None:
-    """One MLflow run for the pipeline run: ``papermill.<name>`` params, tags naming the
-    notebook and the run, duration and attempts as metrics, the executed notebook as the
-    artifact ``output.ipynb``. A tracking store that cannot be reached is reported, not
-    fatal: the run itself is in the ledger either way."""
-    from ..tracking.mlflow_io import (
-        Content,
-        client_for,
-        experiment_id,
-        log_content,
-        parameter_params,
-        source_tags,
-    )
-    from ..vault.redaction import redact
+def _mlflow_store(client: Client, run: PipelineRun) -> Store:
+    from ..tracking.writer import Store
 
     cfg = client.tracking.config
-    experiment = run.experiment or cfg.experiment
-    try:
-        ml = client_for(cfg.uri)
-        exp_id = experiment_id(ml, cfg.safe_uri, experiment, cfg.artifact_root)
-        start_ms = int((run.started_at or run.created_at).timestamp() * 1000)
-        end_ms = int((run.finished_at or run.created_at).timestamp() * 1000)
-        user_parameters = {k: v for k, v in run.parameters.items() if k != RUN_ID_PARAMETER}
-        tags = source_tags({"user": run.owner, "notebook": run.notebook, "pipeline_run": run.id})
-        tags["qmlops.pipeline_state"] = run.state.value
-        if run.mlflow_parent_run_id:
-            tags["mlflow.parentRunId"] = run.mlflow_parent_run_id
-        if run.sweep_id:
-            tags["qmlops.sweep"] = run.sweep_id
-        if run.pipeline_id:
-            tags["qmlops.pipeline"] = run.pipeline_id
-        if run.error:
-            tags["qmlops.pipeline_error"] = redact(run.error)[:5000]
-        made = ml.create_run(
-            exp_id, start_time=start_ms, tags=tags, run_name=f"pipeline {Path(run.notebook).stem}"
-        )
-        mlflow_run_id = made.info.run_id
-        content = Content(
-            params=parameter_params({"parameters": user_parameters}),
-            metrics=[
-                ("duration_s", float(run.duration_s or 0.0), 0, end_ms),
-                ("attempts", float(run.attempts), 0, end_ms),
-            ],
-        )
-        if run.output_path and Path(run.output_path).is_file():
-            content.files["output.ipynb"] = Path(run.output_path).read_bytes()
-        log_content(ml, mlflow_run_id, content, made.info.artifact_uri)
-        status = {S.COMPLETED: "FINISHED", S.CANCELLED: "KILLED"}.get(run.state, "FAILED")
-        ml.set_terminated(mlflow_run_id, status, end_time=end_ms)
-        return str(mlflow_run_id)
-    except Exception as exc:
-        from ..tracking.config import scrub
+    return Store(cfg.uri, cfg.safe_uri, run.experiment or cfg.experiment, cfg.artifact_root)
 
-        message = redact(scrub(f"{exc.__class__.__name__}: {one_line(exc)}"))[:500]
-        say(f"pipeline run {run.id}: not logged to MLflow at {cfg.safe_uri}: {message}")
-        log.warning("pipeline run %s not logged to MLflow: %s", run.id, message)
+
+def _mlflow_writer(client: Client, run: PipelineRun) -> RunWriter:
+    from ..tracking.writer import RunWriter
+
+    return RunWriter.start(_mlflow_store(client, run))
+
+
+def _log_to_mlflow(
+    client: Client, run: PipelineRun, say: Callable[[str], None], writer: RunWriter | None = None
+) -> str | None:
+    """One MLflow run for the pipeline run: ``papermill.<name>`` params, tags naming the
+    notebook and the run, duration and attempts as metrics, the executed notebook as the
+    artifact ``output.ipynb``; written by ``writer`` (MLflow already loaded beside the kernel)
+    or in place. A tracking store that cannot be reached is reported, not fatal: the run itself
+    is in the ledger either way."""
+    from ..tracking.mlflow_io import parameter_params, source_tags
+    from ..tracking.writer import RunNotWritten, RunRecord, RunWriter
+    from ..vault.redaction import redact
+
+    writer = writer or RunWriter(_mlflow_store(client, run), None)
+    end_ms = int((run.finished_at or run.created_at).timestamp() * 1000)
+    user_parameters = {k: v for k, v in run.parameters.items() if k != RUN_ID_PARAMETER}
+    tags = source_tags({"user": run.owner, "notebook": run.notebook, "pipeline_run": run.id})
+    tags["qmlops.pipeline_state"] = run.state.value
+    if run.mlflow_parent_run_id:
+        tags["mlflow.parentRunId"] = run.mlflow_parent_run_id
+    if run.sweep_id:
+        tags["qmlops.sweep"] = run.sweep_id
+    if run.pipeline_id:
+        tags["qmlops.pipeline"] = run.pipeline_id
+    if run.error:
+        tags["qmlops.pipeline_error"] = redact(run.error)[:5000]
+    record = RunRecord(
+        run_name=f"pipeline {Path(run.notebook).stem}",
+        start_ms=int((run.started_at or run.created_at).timestamp() * 1000),
+        end_ms=end_ms,
+        status={S.COMPLETED: "FINISHED", S.CANCELLED: "KILLED"}.get(run.state, "FAILED"),
+        tags=tags,
+        params=parameter_params({"parameters": user_parameters}),
+        metrics=[
+            ("duration_s", float(run.duration_s or 0.0), 0, end_ms),
+            ("attempts", float(run.attempts), 0, end_ms),
+        ],
+        files={"output.ipynb": run.output_path} if run.output_path else {},
+    )
+    try:
+        return writer.write(record)
+    except RunNotWritten as exc:
+        safe_uri = writer.store.safe_uri
+        say(f"pipeline run {run.id}: not logged to MLflow at {safe_uri}: {exc}")
+        log.warning("pipeline run %s not logged to MLflow: %s", run.id, exc)
         return None
