@@ -12,11 +12,11 @@ of any), and each side is warmed once, untimed (the ledger exists, the page cach
 * serial, ``qmlops pipeline run`` x 8 (reported): 8 commands one after another, as a shell loop
   runs them;
 * sweep: ``run_sweep(client, SweepRequest(notebook, grid, workers=2))`` -- ``qmlops pipeline
-  sweep NB --grid G --workers 2`` without the CLI's start: the LocalCluster's start-up, the
-  8 tasks, the cluster's shutdown, all timed;
+  sweep NB --grid G --workers 2`` without the CLI's start: the LocalCluster's start-up (its
+  workers are threads of this process), the 8 tasks, the cluster's shutdown, all timed;
 * sweep on a running cluster (reported): the same sweep with ``--dask-scheduler`` on a 2-worker
-  LocalCluster started (and warmed by one sweep) beforehand: the fan-out without the cluster's
-  start-up and the workers' first imports.
+  LocalCluster of worker processes started (and warmed by one sweep) beforehand, as a cluster
+  elsewhere is used.
 
 Reps are interleaved (each side once per rep) so a slow stretch of the machine hits all.
 Reported: the median wall time of each, and the ratio sweep / serial in one process (target

@@ -1,9 +1,10 @@
 """``qmlops pipeline sweep``: a grid of real papermill runs on a real Dask cluster.
 
-Real: the Dask ``LocalCluster`` (worker processes, a scheduler on 127.0.0.1), papermill and
-ipykernel kernels in those workers, the SQLite ledger, and (with the ``tracking`` fixture) the
-embedded MLflow store, read back with ``MlflowClient``. A worker is killed with SIGKILL, as
-the kernel's OOM killer would. Notebooks are written with nbformat into the test's folder, each
+Real: the Dask ``LocalCluster`` (the sweep's own, whose workers are threads of the sweep's
+process; and one of worker processes, reached by its scheduler address on 127.0.0.1),
+papermill and ipykernel kernels, the SQLite ledger, and (with the ``tracking`` fixture) the
+embedded MLflow store, read back with ``MlflowClient``. A worker process is killed with
+SIGKILL, as the kernel's OOM killer would. Notebooks are written with nbformat into the test's folder, each
 with a cell tagged ``parameters``.
 """
 
@@ -111,7 +112,7 @@ def children(pid: int) -> list[int]:
 
 @pytest.mark.slow
 def test_a_2x2_grid_runs_4_points_nested_under_one_mlflow_parent(
-    run, tracking: Path, tmp_path: Path
+    run, tracking: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     notebook = write_notebook(
         tmp_path / "fit.ipynb",
@@ -121,8 +122,12 @@ def test_a_2x2_grid_runs_4_points_nested_under_one_mlflow_parent(
         "    import qmlops_jupyter\n"
         "    with qmlops_jupyter.track(run_name=f'fit lr={lr}') as r:\n"
         "        r.log_metrics({'score': lr * 10 + layers})\n"
-        "print('SCORE', lr * 10 + layers, label)",
+        "print('SCORE', lr * 10 + layers, label)\n"
+        "import os\n"
+        "print('THREADS', os.environ.get('OMP_NUM_THREADS'), os.environ.get('MKL_NUM_THREADS'))",
     )
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
     grid = tmp_path / "grid.yaml"
     grid.write_text("lr: [0.1, 0.2]\nlayers: [1, 2]\n")
     before = set(children(os.getpid()))  # servers other tests started for the whole run
@@ -152,6 +157,8 @@ def test_a_2x2_grid_runs_4_points_nested_under_one_mlflow_parent(
         text = Path(p["output_path"]).read_text()
         score = p["parameters"]["lr"] * 10 + p["parameters"]["layers"]
         assert f"SCORE {score} sweep" in text
+        # A point's kernel runs its numeric libraries on one thread: the points are parallel.
+        assert "THREADS 1 1" in text
     # The ledger: exactly these 4 runs, one per point.
     ledger = rows(tracking)
     assert sorted((r["sweep_point"], r["state"]) for r in ledger) == [
@@ -342,7 +349,9 @@ def test_sigterm_stops_the_sweep_its_workers_and_kernels(home: Path, tmp_path: P
             time.sleep(0.1)
         assert len(running) == 2
         workers = children(command.pid)
-        assert workers
+        # The local cluster's workers are threads of the command: its only children are the
+        # running points' kernels.
+        assert workers and set(workers) == set(processes_of({r["id"] for r in running}))
         # The scheduler (in the command), the workers and the kernels listen on loopback only.
         import psutil
 

@@ -61,7 +61,7 @@ def _say(message: str) -> None:
     "--workers",
     default=None,
     type=int,
-    help="Worker processes of the local Dask cluster (default: one per point, at most one per "
+    help="Points run at once on the local Dask cluster (default: one per point, at most one per "
     "CPU).",
 )
 @click.option(

@@ -15,8 +15,9 @@ no secret as a parameter) before anything is written or started.
 Each point is one Dask task that calls :func:`~qmlops_jupyter.pipelines.runner.run_pipeline`
 inside the worker, with a client of its own built from the settings the sweep passes along (so
 a worker on another machine uses the same ledger and tracking store, not its own defaults).
-By default the tasks run on a :class:`distributed.LocalCluster` of one single-threaded worker
-process per point, up to the number of CPUs; with a scheduler address, on that cluster (a Dask
+By default the tasks run on a :class:`distributed.LocalCluster` in this process, of one
+single-threaded worker per point, up to the number of CPUs (each point's kernel is a process of
+its own, so the points run in parallel); with a scheduler address, on that cluster (a Dask
 Gateway cluster is reached the same way: its scheduler address, or a client made by the
 gateway).
 
@@ -37,6 +38,7 @@ FINISHED when every point completed, FAILED otherwise, KILLED when the sweep was
 
 from __future__ import annotations
 
+import contextvars
 import itertools
 import json
 import logging
@@ -63,7 +65,7 @@ from ..errors import (
     one_line,
 )
 from ..vault.redaction import redact
-from .execute import _alive, stop_processes_of
+from .execute import KILL_GRACE_SECONDS, _alive, stop_processes_of
 from .models import PipelineRun, PipelineRunState
 from .runner import RUN_ID_PARAMETER, PipelineRequest, check_request, failure_message
 
@@ -310,7 +312,7 @@ class SweepRequest:
     timeout: float | None = None
     retries: int = 0
     retry_delay: float = 1.0
-    #: Worker processes of the LocalCluster (default: one per point, at most one per CPU).
+    #: Workers of the LocalCluster (default: one per point, at most one per CPU).
     workers: int | None = None
     #: A running Dask scheduler's address, instead of a LocalCluster.
     scheduler: str | None = None
@@ -412,7 +414,12 @@ def run_sweep(
     plan = plan or plan_sweep(client, request)
     started = time.monotonic()
     settings = client.settings
-    environment = {name: os.environ.get(name) for name in PASSED_ENVIRONMENT}
+    # Workers of the sweep's own cluster are threads of this process: they share its
+    # environment. Workers elsewhere are given the variables that pick the ledger and tracking.
+    in_process = dask_client is None and request.scheduler is None
+    environment = (
+        None if in_process else {name: os.environ.get(name) for name in PASSED_ENVIRONMENT}
+    )
     total = len(plan.requests)
     results: dict[int, PipelineRun] = {}
     parent: str | None = None
@@ -421,17 +428,23 @@ def run_sweep(
         try:
             with _dask_client(request, total, say, dask_client) as dask:
                 # The workers load what a point needs while the MLflow parent is made here.
-                with suppress(Exception):
-                    dask.run(warm_up, wait=False)
+                if not in_process:
+                    with suppress(Exception):
+                        dask.run(warm_up, client.tracking.config.enabled, wait=False)
                 # Only now, with workers to run them, is anything written.
                 parent = _start_parent(client, plan, request, say)
                 links = {"sweep_id": plan.sweep_id, "mlflow_parent_run_id": parent}
+                tuning = _one_thread_each() if in_process else {}
                 futures = {
                     dask.submit(
                         run_point,
                         settings,
                         environment,
-                        replace(one, links={**links, "sweep_point": index}),
+                        replace(
+                            one,
+                            links={**links, "sweep_point": index},
+                            kernel_environment=tuning,
+                        ),
                         key=f"qmlops-sweep-{plan.sweep_id}-point-{index}",
                         pure=False,
                         retries=TASK_RETRIES,
@@ -444,6 +457,8 @@ def run_sweep(
                     # Points not started never start; running ones are stopped below.
                     with suppress(Exception):
                         dask.cancel(list(futures), force=True)
+                    if in_process:  # a thread cannot be killed: its points stop themselves
+                        _stop_points_here(plan.sweep_id)
                     raise
         except KeyboardInterrupt:
             interrupted = True
@@ -452,8 +467,7 @@ def run_sweep(
                 _terminate_parent(client, parent, "FAILED")
             raise
     if interrupted:
-        local = dask_client is None and request.scheduler is None
-        _cancel_unfinished(client, plan.sweep_id, local=local)
+        _cancel_unfinished(client, plan.sweep_id, local=in_process)
     runs = _final_runs(client, plan, results)
     result = SweepResult(sweep_id=plan.sweep_id, mlflow_parent_run_id=parent, points=runs)
     if parent is not None:
@@ -495,8 +509,12 @@ def _dask_client(
     request: SweepRequest, points: int, say: Callable[[str], None], given: Any = None
 ) -> Iterator[Any]:
     """A Dask client: the caller's, one on the given scheduler, or one on a LocalCluster of
-    single-threaded worker processes that is shut down (its workers, and with them their
-    kernels) on the way out."""
+    single-threaded workers in this process, shut down on the way out.
+
+    The local workers are threads, not processes: a point's work is in its kernel, a process of
+    its own, and the worker only drives papermill, so threads run points as much in parallel as
+    processes would, without each worker process's start and first imports (seconds of CPU that
+    the kernels need)."""
     if given is not None:
         yield given
         return
@@ -515,14 +533,14 @@ def _dask_client(
             dask.close()
         return
     workers = request.workers or default_workers(points)
-    say(f"starting a local Dask cluster of {workers} worker process(es)")
-    # No dashboard; the scheduler and each worker still serve HTTP (/health, /metrics), which
-    # without an address of ours would listen on every interface.
+    say(f"starting a local Dask cluster of {workers} worker(s)")
+    # The scheduler and workers talk in memory (Dask's inproc transport). No dashboard; the
+    # scheduler and each worker still serve HTTP (/health, /metrics), which without an address
+    # of ours would listen on every interface.
     cluster = distributed.LocalCluster(
         n_workers=workers,
         threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
+        processes=False,
         dashboard_address=None,
         scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
         worker_dashboard_address="127.0.0.1:0",
@@ -555,22 +573,46 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 # -- one point, in a worker ---------------------------------------------------------------------
 
 
-async def warm_up() -> None:
-    """Import what running a point takes (papermill, the ledger, the runner), once per worker,
-    before its first point arrives (a coroutine: ``Client.run`` without waiting takes no
-    other kind)."""
+async def warm_up(tracking: bool = False) -> None:
+    """Import what running a point takes (papermill, the ledger, the runner; MLflow when
+    tracking is on), once per worker process, before its first point arrives (a coroutine:
+    ``Client.run`` without waiting takes no other kind)."""
     from importlib import import_module
 
-    for name in ("qmlops_jupyter.client", "qmlops_jupyter.pipelines.runner", "papermill"):
+    names = ["qmlops_jupyter.client", "qmlops_jupyter.pipelines.runner", "papermill"]
+    if tracking:
+        names.append("mlflow.tracking")
+    for name in names:
         with suppress(Exception):
             import_module(name)
 
 
+def _one_thread_each() -> dict[str, str]:
+    """One thread for a point kernel's numeric libraries (OpenMP: Qiskit Aer; MKL, OpenBLAS:
+    NumPy), as Dask's nanny sets for the worker processes it starts: the points are the
+    parallelism, and N kernels each starting a thread per CPU would fight over the CPUs. A
+    value the user set is kept."""
+    names = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+    return {name: "1" for name in names if name not in os.environ}
+
+
+def _stop_points_here(sweep_id: str) -> None:
+    """Cancel the sweep's points running in this process's worker threads, and wait for them
+    to stop their kernels and record it."""
+    from .runner import cancel_sweep_here
+
+    left = cancel_sweep_here(sweep_id, wait=KILL_GRACE_SECONDS + 10)
+    if left:
+        log.warning("sweep %s: points still stopping: %s", sweep_id, ", ".join(left))
+
+
 def run_point(
-    settings: Settings, environment: dict[str, str | None], request: PipelineRequest
+    settings: Settings, environment: dict[str, str | None] | None, request: PipelineRequest
 ) -> dict[str, Any]:
     """The Dask task of one point: run it, unless it already completed (the task is a rerun
-    after its worker died); returns the run as JSON (plain data travels across versions)."""
+    after its worker died); returns the run as JSON (plain data travels across versions).
+    ``environment``: variables to set while it runs (a worker elsewhere); None in the
+    sweep's own process, whose environment is the sweep's."""
     from ..client import Client
     from .runner import run_pipeline
 
@@ -583,9 +625,13 @@ def run_point(
             if done is not None:
                 return done.model_dump(mode="json")
             try:
-                run = run_pipeline(client, request)
+                # In a context of its own: the worker's carries the event loop of Dask's
+                # thread, which papermill's and jupyter_client's run_sync would try to reuse.
+                run = contextvars.Context().run(run_pipeline, client, request)
             except PipelineRunFailed as exc:
                 run = exc.run
+            except KeyboardInterrupt:  # cancelled by the sweep, which reads the ledger
+                return {}
             return run.model_dump(mode="json")
         finally:
             client.close()
@@ -594,7 +640,11 @@ def run_point(
 @contextmanager
 def _environment(settings: Settings, environment: dict[str, str | None]) -> Iterator[None]:
     """The sweep's settings and tracking variables in this worker's environment while the
-    point runs (its kernel inherits them: jobs the notebook submits go to the same ledger)."""
+    point runs (its kernel inherits them: jobs the notebook submits go to the same ledger).
+    Nothing changes for ``None``: threads of one process must not take turns at it."""
+    if environment is None:
+        yield
+        return
     wanted = dict(environment)
     wanted.update(
         {
