@@ -18,7 +18,9 @@ of any), and each side is warmed once, untimed (the ledger exists, the page cach
   LocalCluster of worker processes started (and warmed by one sweep) beforehand, as a cluster
   elsewhere is used.
 
-Reps are interleaved (each side once per rep) so a slow stretch of the machine hits all.
+Serial and sweep are measured first, interleaved (each once per rep, so a slow stretch of the
+machine hits both), with nothing else of the benchmark running; then the two reported variants,
+interleaved, with their cluster of worker processes running beside them.
 Reported: the median wall time of each, and the ratio sweep / serial in one process (target
 <= 1/1.7 = 0.588, a speed-up of at least 1.7x on the 2-core machine).
 
@@ -118,11 +120,25 @@ def run(args: Any) -> BenchResult:
         if len(runs) != POINTS or any(s is not PipelineRunState.COMPLETED for s in states):
             raise RuntimeError(f"{label}: not every point completed: {states}")
 
+    def timed(sides: list[tuple[str, Any, list[float]]], rep: int, phase: str) -> None:
+        for label, fn, out in sides:
+            started = time.perf_counter()
+            check(fn(), label)
+            out.append(time.perf_counter() - started)
+        said = ", ".join(f"{label} {out[-1]:.2f} s" for label, _, out in sides)
+        log(f"[sweep]   {phase} rep {rep + 1}/{reps}: {said}")
+
     log(f"[sweep] {POINTS} notebooks: serially vs on {WORKERS} Dask workers; {reps} rep(s)")
     serial_t: list[float] = []
     sweep_t: list[float] = []
     warm_t: list[float] = []
     cli_t: list[float] = []
+    # The measured pair first, with nothing else running; then the reported variants, with a
+    # cluster of worker processes kept running beside them.
+    check(serial(), "warm-up serial")
+    check(sweep(), "warm-up sweep")
+    for i in range(reps):
+        timed([("serial", serial, serial_t), ("sweep", sweep, sweep_t)], i, "measured")
     with distributed.LocalCluster(
         n_workers=WORKERS,
         threads_per_worker=1,
@@ -134,24 +150,16 @@ def run(args: Any) -> BenchResult:
         silence_logs=50,
     ) as cluster:
         address = cluster.scheduler_address
-        check(serial(), "warm-up serial")
-        check(sweep(), "warm-up sweep")
         check(sweep(address), "warm-up sweep on a running cluster")
         commands()
         for i in range(reps):
-            for label, fn, out in (
-                ("serial", serial, serial_t),
-                ("sweep", sweep, sweep_t),
-                ("sweep, running cluster", lambda: sweep(address), warm_t),
-                ("qmlops pipeline run x 8", commands, cli_t),
-            ):
-                started = time.perf_counter()
-                check(fn(), label)
-                out.append(time.perf_counter() - started)
-            log(
-                f"[sweep]   rep {i + 1}/{reps}: serial {serial_t[-1]:.2f} s, sweep "
-                f"{sweep_t[-1]:.2f} s, on a running cluster {warm_t[-1]:.2f} s, "
-                f"{POINTS} commands {cli_t[-1]:.2f} s"
+            timed(
+                [
+                    ("on a running cluster", lambda: sweep(address), warm_t),
+                    (f"qmlops pipeline run x {POINTS}", commands, cli_t),
+                ],
+                i,
+                "reported",
             )
     client.close()
     shutil.rmtree(scratch, ignore_errors=True)
