@@ -18,12 +18,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import nbformat
 import pytest
 import sqlalchemy as sa
 import yaml
 from click.testing import CliRunner
-from nbformat.v4 import new_code_cell, new_notebook
+from pipeline_helpers import parameterised_notebook, pipeline_rows
 from qmlops_testing import BELL_QASM2, free_port
 
 from qmlops_jupyter._version import __version__
@@ -107,30 +106,7 @@ def receiver(receivers: list[Receiver], statuses: list[int], delay: float = 0.0)
     return r
 
 
-def write_notebook(path: Path, parameters: str, *cells: str) -> Path:
-    nb = new_notebook(
-        cells=[
-            new_code_cell(parameters, metadata={"tags": ["parameters"]}),
-            *(new_code_cell(source) for source in cells),
-        ]
-    )
-    nbformat.write(nb, str(path))
-    return path
-
-
-def pipeline_rows(home: Path) -> list[dict[str, Any]]:
-    """The ledger's pipeline runs, read with plain SQL ([] when there is no ledger yet)."""
-    db = home / "ledger.sqlite"
-    if not db.exists():
-        return []
-    engine = sa.create_engine(f"sqlite:///{db}")
-    try:
-        with engine.connect() as conn:
-            if not sa.inspect(conn).has_table("pipeline_runs"):
-                return []
-            return [dict(r._mapping) for r in conn.execute(sa.text("SELECT * FROM pipeline_runs"))]
-    finally:
-        engine.dispose()
+write_notebook = parameterised_notebook
 
 
 def configure(home: Path, **section: Any) -> None:

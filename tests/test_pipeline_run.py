@@ -13,61 +13,24 @@ import os
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import nbformat
 import pytest
 import qmlops_testing
-import sqlalchemy as sa
-from click.testing import CliRunner
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from pipeline_helpers import cli_invoker, parameterised_notebook, pipeline_rows
 
-from qmlops_jupyter.cli.main import cli
 from qmlops_jupyter.client import reset_client
 
 SECRET = "sk-pipeline-test-0123456789abcdef"
 
 
 def write_notebook(path: Path, parameters: str, *cells: str) -> Path:
-    nb = new_notebook(
-        cells=[
-            new_markdown_cell("A test pipeline."),
-            new_code_cell(parameters, metadata={"tags": ["parameters"]}),
-            *(new_code_cell(source) for source in cells),
-        ]
-    )
-    nbformat.write(nb, str(path))
-    return path
+    return parameterised_notebook(path, parameters, *cells, title="A test pipeline.")
 
 
 @pytest.fixture
 def run(home: Path, monkeypatch: pytest.MonkeyPatch):
-    for var in ("IONQ_API_KEY", "QMLOPS_CRYPT_KEY", "QISKIT_IBM_TOKEN", "AWS_SECRET_ACCESS_KEY"):
-        monkeypatch.delenv(var, raising=False)
-    for var in ("QMLOPS_PIPELINE_RUN_ID", "QMLOPS_NOTEBOOK_PATH", "QMLOPS_PIPELINE_PARAMETERS"):
-        monkeypatch.delenv(var, raising=False)
-    runner = CliRunner()
-
-    def invoke(*args: str, input: str | None = None):
-        reset_client()
-        return runner.invoke(cli, list(args), input=input, catch_exceptions=False)
-
-    return invoke
-
-
-def pipeline_rows(home: Path) -> list[dict[str, Any]]:
-    """The ledger's pipeline runs, read with plain SQL ([] when there is no ledger yet)."""
-    db = home / "ledger.sqlite"
-    if not db.exists():
-        return []
-    engine = sa.create_engine(f"sqlite:///{db}")
-    try:
-        with engine.connect() as conn:
-            if not sa.inspect(conn).has_table("pipeline_runs"):
-                return []
-            return [dict(r._mapping) for r in conn.execute(sa.text("SELECT * FROM pipeline_runs"))]
-    finally:
-        engine.dispose()
+    return cli_invoker(monkeypatch)
 
 
 def processes_of_run(run_id: str) -> list[int]:

@@ -22,16 +22,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import nbformat
 import pytest
 import qmlops_testing
 import sqlalchemy as sa
-from click.testing import CliRunner
-from nbformat.v4 import new_code_cell, new_notebook
+from pipeline_helpers import cli_invoker, parameterised_notebook
 from qmlops_testing import FakeClock, wait_for
 
-from qmlops_jupyter.cli.main import cli
-from qmlops_jupyter.client import Client, reset_client
+from qmlops_jupyter.client import Client
 from qmlops_jupyter.config import Settings
 from qmlops_jupyter.errors import InvalidRequest, PipelineExists, PipelineNotFound
 from qmlops_jupyter.ledger import Ledger
@@ -53,27 +50,12 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def write_notebook(path: Path, *cells: str) -> Path:
-    nb = new_notebook(
-        cells=[
-            new_code_cell("n = 1", metadata={"tags": ["parameters"]}),
-            *(new_code_cell(source) for source in cells or ("print('n is', n)",)),
-        ]
-    )
-    nbformat.write(nb, str(path))
-    return path
+    return parameterised_notebook(path, "n = 1", *(cells or ("print('n is', n)",)))
 
 
 @pytest.fixture
 def run(home: Path, monkeypatch: pytest.MonkeyPatch):
-    for var in ("IONQ_API_KEY", "QMLOPS_CRYPT_KEY", "QMLOPS_PIPELINE_RUN_ID"):
-        monkeypatch.delenv(var, raising=False)
-    runner = CliRunner()
-
-    def invoke(*args: str, input: str | None = None):
-        reset_client()
-        return runner.invoke(cli, list(args), input=input, catch_exceptions=False)
-
-    return invoke
+    return cli_invoker(monkeypatch)
 
 
 def table_count(url: str, table: str) -> int:

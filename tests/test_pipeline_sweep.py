@@ -4,8 +4,8 @@ Real: the Dask ``LocalCluster`` (the sweep's own, whose workers are threads of t
 process; and one of worker processes, reached by its scheduler address on 127.0.0.1),
 papermill and ipykernel kernels, the SQLite ledger, and (with the ``tracking`` fixture) the
 embedded MLflow store, read back with ``MlflowClient``. A worker process is killed with
-SIGKILL, as the kernel's OOM killer would. Notebooks are written with nbformat into the test's folder, each
-with a cell tagged ``parameters``.
+SIGKILL, as the kernel's OOM killer would. Notebooks are written with nbformat into the test's
+folder, each with a cell tagged ``parameters``.
 """
 
 from __future__ import annotations
@@ -19,14 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import nbformat
 import pytest
-import sqlalchemy as sa
-from click.testing import CliRunner
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from pipeline_helpers import cli_invoker, parameterised_notebook, pipeline_rows
 
-from qmlops_jupyter.cli.main import cli
-from qmlops_jupyter.client import reset_client
 from qmlops_jupyter.pipelines.execute import processes_of
 
 SECRET = "sk-sweep-test-0123456789abcdef"
@@ -34,46 +29,16 @@ QMLOPS = Path(sys.executable).parent / "qmlops"
 
 
 def write_notebook(path: Path, parameters: str, *cells: str) -> Path:
-    nb = new_notebook(
-        cells=[
-            new_markdown_cell("A swept notebook."),
-            new_code_cell(parameters, metadata={"tags": ["parameters"]}),
-            *(new_code_cell(source) for source in cells),
-        ]
-    )
-    nbformat.write(nb, str(path))
-    return path
+    return parameterised_notebook(path, parameters, *cells, title="A swept notebook.")
 
 
 @pytest.fixture
 def run(home: Path, monkeypatch: pytest.MonkeyPatch):
-    for var in ("IONQ_API_KEY", "QMLOPS_CRYPT_KEY", "QISKIT_IBM_TOKEN", "AWS_SECRET_ACCESS_KEY"):
-        monkeypatch.delenv(var, raising=False)
-    for var in ("QMLOPS_PIPELINE_RUN_ID", "QMLOPS_NOTEBOOK_PATH", "QMLOPS_PIPELINE_PARAMETERS"):
-        monkeypatch.delenv(var, raising=False)
-    runner = CliRunner()
-
-    def invoke(*args: str, input: str | None = None):
-        reset_client()
-        return runner.invoke(cli, list(args), input=input, catch_exceptions=False)
-
-    return invoke
+    return cli_invoker(monkeypatch)
 
 
 def rows(home: Path) -> list[dict[str, Any]]:
-    """The ledger's pipeline runs, read with plain SQL ([] when there is no ledger yet)."""
-    db = home / "ledger.sqlite"
-    if not db.exists():
-        return []
-    engine = sa.create_engine(f"sqlite:///{db}")
-    try:
-        with engine.connect() as conn:
-            if not sa.inspect(conn).has_table("pipeline_runs"):
-                return []
-            query = sa.text("SELECT * FROM pipeline_runs ORDER BY sweep_point, created_at")
-            return [dict(r._mapping) for r in conn.execute(query)]
-    finally:
-        engine.dispose()
+    return pipeline_rows(home, order_by="sweep_point, created_at")
 
 
 def wait_gone(pids_of: Any, timeout: float = 10.0) -> list[int]:

@@ -22,10 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import nbformat
 import pytest
 from jsonschema import Draft202012Validator, FormatChecker
-from nbformat.v4 import new_code_cell, new_notebook
+from pipeline_helpers import parameterised_notebook
 from qmlops_testing import JupyterServer, running_server, wait_for
 
 from qmlops_jupyter.client import Client
@@ -92,19 +91,7 @@ class Lab:
 
 
 def write_notebook(path: Path, *cells: str) -> Path:
-    nb = new_notebook(
-        cells=[
-            new_code_cell('label = "none"', metadata={"tags": ["parameters"]}),
-            *(new_code_cell(c) for c in cells),
-        ]
-    )
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    nbformat.write(nb, str(path))
-    return path
+    return parameterised_notebook(path, 'label = "none"', *cells, kernelspec=True)
 
 
 @pytest.fixture(scope="module")

@@ -28,12 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import nbformat
 import pytest
-from nbformat.v4 import new_code_cell, new_notebook
 
 pytest.register_assert_rewrite("browser")
 from browser import ARTIFACTS, JupyterLab, expect, running_lab, wait_until  # noqa: E402
+from pipeline_helpers import parameterised_notebook  # noqa: E402
 
 from qmlops_jupyter.client import Client  # noqa: E402
 from qmlops_jupyter.config import Settings  # noqa: E402
@@ -74,19 +73,7 @@ class PipelineLab:
 
 
 def write_notebook(path: Path, *cells: str) -> Path:
-    nb = new_notebook(
-        cells=[
-            new_code_cell("shots = 100", metadata={"tags": ["parameters"]}),
-            *(new_code_cell(c) for c in cells),
-        ]
-    )
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    nbformat.write(nb, str(path))
-    return path
+    return parameterised_notebook(path, "shots = 100", *cells, kernelspec=True)
 
 
 def rest(lab: JupyterLab, method: str, path: str, status: int) -> Any:

@@ -10,6 +10,7 @@ import click
 
 from ..errors import InvalidRequest
 from .main import _client, _json_out, _table, handle_errors
+from .notebook_options import notebook_options
 
 if TYPE_CHECKING:
     from datetime import datetime, tzinfo
@@ -56,31 +57,12 @@ def pipeline() -> None:
 
 @pipeline.command("run")
 @click.argument("notebook")
-@click.option(
-    "-p",
-    "--parameter",
-    "parameters",
-    nargs=2,
-    multiple=True,
-    metavar="NAME VALUE",
-    help="A notebook parameter, typed like papermill's -p (int, float, True/False, None, text).",
-)
-@click.option("--backend", "-b", default=None, help="Passed to the notebook as `backend`.")
-@click.option(
-    "--credential",
-    default=None,
-    metavar="ALIAS",
-    help="A stored credential's alias, passed as `credential` (the alias, never the secret).",
-)
-@click.option("--experiment", "-e", default=None, help="MLflow experiment of the run.")
-@click.option("--timeout", default=None, type=float, help="Stop the whole run after S seconds.")
-@click.option("--retries", default=0, type=int, show_default=True, help="Attempts after a failure.")
-@click.option(
-    "--retry-delay",
-    default=1.0,
-    type=float,
-    hidden=True,
-    help="Base of the exponential backoff between attempts, in seconds.",
+@notebook_options(
+    parameter="A notebook parameter, typed like papermill's -p (int, float, True/False, None, "
+    "text).",
+    experiment="MLflow experiment of the run.",
+    timeout="Stop the whole run after S seconds.",
+    retries="Attempts after a failure.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
 @handle_errors
@@ -247,26 +229,14 @@ def _zone(name: str) -> tzinfo:
 @pipeline.command("schedule")
 @click.argument("notebook")
 @click.option("--cron", required=True, help='When to run, e.g. "0 3 * * *" (a 6th field: seconds).')
-@click.option(
-    "-p",
-    "--parameter",
-    "parameters",
-    nargs=2,
-    multiple=True,
-    metavar="NAME VALUE",
-    help="A notebook parameter, typed like papermill's -p.",
+@notebook_options(
+    parameter="A notebook parameter, typed like papermill's -p.",
+    experiment="MLflow experiment of its runs.",
+    timeout="Stop a run after S seconds.",
+    retries="Attempts after a failure.",
+    retry_delay=False,
 )
 @click.option("--name", default=None, help="The pipeline's name (default: the notebook's stem).")
-@click.option("--backend", "-b", default=None, help="Passed to the notebook as `backend`.")
-@click.option(
-    "--credential",
-    default=None,
-    metavar="ALIAS",
-    help="A stored credential's alias, passed as `credential` (the alias, never the secret).",
-)
-@click.option("--experiment", "-e", default=None, help="MLflow experiment of its runs.")
-@click.option("--timeout", default=None, type=float, help="Stop a run after S seconds.")
-@click.option("--retries", default=0, type=int, show_default=True, help="Attempts after a failure.")
 @click.option("--timezone", default="UTC", show_default=True, help="IANA zone the cron is read in.")
 @click.option(
     "--catch-up",

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from .main import _client, _json_out, _table, handle_errors
+from .notebook_options import notebook_options
 
 if TYPE_CHECKING:
     from ..pipelines.sweep import SweepResult
@@ -71,33 +72,11 @@ def _say(message: str) -> None:
     metavar="ADDR",
     help="Run on this Dask scheduler (tcp://host:8786) instead of a local cluster.",
 )
-@click.option(
-    "-p",
-    "--parameter",
-    "parameters",
-    nargs=2,
-    multiple=True,
-    metavar="NAME VALUE",
-    help="A parameter for every point, typed like papermill's -p.",
-)
-@click.option("--backend", "-b", default=None, help="Passed to the notebook as `backend`.")
-@click.option(
-    "--credential",
-    default=None,
-    metavar="ALIAS",
-    help="A stored credential's alias, passed as `credential` (the alias, never the secret).",
-)
-@click.option("--experiment", "-e", default=None, help="MLflow experiment of the sweep.")
-@click.option("--timeout", default=None, type=float, help="Stop each point's run after S seconds.")
-@click.option(
-    "--retries", default=0, type=int, show_default=True, help="Attempts after a point fails."
-)
-@click.option(
-    "--retry-delay",
-    default=1.0,
-    type=float,
-    hidden=True,
-    help="Base of the exponential backoff between attempts, in seconds.",
+@notebook_options(
+    parameter="A parameter for every point, typed like papermill's -p.",
+    experiment="MLflow experiment of the sweep.",
+    timeout="Stop each point's run after S seconds.",
+    retries="Attempts after a point fails.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the sweep and its runs as JSON.")
 @handle_errors
