@@ -285,6 +285,16 @@ class Settings:
             raise ConfigError(f"QMLOPS_LOG_FORMAT must be 'text' or 'json', not {log_format!r}")
         return cls(home, url, backends_file, owner, log_format, overrides)
 
+    def environment(self) -> dict[str, str]:
+        """The variables that make a child process (a runner, a notebook's kernel) use these
+        settings: the same home, ledger, backends file and owner."""
+        return {
+            "QMLOPS_HOME": str(self.home),
+            "QMLOPS_DATABASE_URL": self.database_url,
+            "QMLOPS_BACKENDS_FILE": str(self.backends_file),
+            "QMLOPS_OWNER": self.owner,
+        }
+
     def ensure_home(self) -> None:
         """Create the home folder (private to its user) and a commented ``backends.yaml``."""
         self.home.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -60,6 +60,36 @@ def output_text(path: str) -> str:
 # -- success ---------------------------------------------------------------------------------------
 
 
+def test_the_kernel_uses_the_runners_settings_not_the_environments(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client built with settings of its own (a sweep's point, an engine host) gives them
+    to the notebook's kernel, so the jobs it submits land in that ledger."""
+    from qmlops_jupyter.client import Client
+    from qmlops_jupyter.config import Settings
+    from qmlops_jupyter.pipelines.runner import PipelineRequest, run_pipeline
+
+    monkeypatch.setenv("QMLOPS_TRACKING", "off")
+    other = tmp_path / "other-home"
+    notebook = write_notebook(
+        tmp_path / "env.ipynb",
+        "x = 1",
+        "import os\n"
+        "print('HOME', os.environ['QMLOPS_HOME'])\n"
+        "print('OWNER', os.environ['QMLOPS_OWNER'])\n"
+        "print('LEDGER', os.environ['QMLOPS_DATABASE_URL'])",
+    )
+    client = Client(Settings.from_env(home=other, owner="someone-else"))
+    try:
+        done = run_pipeline(client, PipelineRequest(str(notebook)))
+    finally:
+        client.close()
+    text = output_text(done.output_path)
+    assert f"HOME {other}" in text and "OWNER someone-else" in text
+    assert f"LEDGER sqlite:///{other / 'ledger.sqlite'}" in text
+    assert os.environ["QMLOPS_HOME"] == str(home)  # this process's environment is untouched
+
+
 @pytest.mark.slow
 def test_a_run_injects_its_parameters_and_keeps_the_output(run, home: Path, tmp_path: Path) -> None:
     result = run("creds", "set", "lab", "--provider", "ionq", input=SECRET + "\n")

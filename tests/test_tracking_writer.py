@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from qmlops_jupyter.tracking.config import embedded_artifact_root, embedded_uri
-from qmlops_jupyter.tracking.writer import RunNotWritten, RunRecord, RunWriter, Store
+from qmlops_jupyter.tracking.config import TrackingConfig, embedded_artifact_root, embedded_uri
+from qmlops_jupyter.tracking.writer import RunNotWritten, RunRecord, RunWriter
 
 
-def store_in(folder: Path, experiment: str = "writer-test") -> Store:
+def store_in(folder: Path, experiment: str = "writer-test") -> TrackingConfig:
     uri = embedded_uri(folder)
-    return Store(uri, uri, experiment, embedded_artifact_root(folder))
+    return TrackingConfig(True, uri, experiment, embedded_artifact_root(folder), embedded=True)
 
 
 def record(output: Path | None = None) -> RunRecord:
@@ -106,7 +106,7 @@ def test_an_unreachable_store_is_one_scrubbed_line(
 ) -> None:
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
     uri = f"http://alice:s3cret-pw@127.0.0.1:{free_port()}"
-    store = Store(uri, f"http://alice:***@127.0.0.1:{uri.rsplit(':', 1)[1]}", "exp")
+    store = TrackingConfig(True, uri, "exp", None, embedded=False)
     writer = RunWriter.start(store, child=child)
     if child:
         assert writer._process is not None

@@ -92,11 +92,7 @@ def launch(
     """Start ``python -m MODULE ARGS`` (``qmlops ARGS`` by default) for ``owner``, detached
     from the caller (``setsid``: it outlives the caller), on the caller's ledger and home, its
     output appended to ``log_path``."""
-    env = dict(os.environ)
-    env["QMLOPS_OWNER"] = owner
-    env["QMLOPS_HOME"] = str(settings.home)
-    env["QMLOPS_DATABASE_URL"] = settings.database_url
-    env["QMLOPS_BACKENDS_FILE"] = str(settings.backends_file)
+    env = {**os.environ, **settings.environment(), "QMLOPS_OWNER": owner}
     log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     with open(log_path, "ab") as out:
         return subprocess.Popen(

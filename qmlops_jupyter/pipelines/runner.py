@@ -50,7 +50,8 @@ from .models import PipelineRun, PipelineRunState
 
 if TYPE_CHECKING:
     from ..client import Client
-    from ..tracking.writer import RunWriter, Store
+    from ..tracking.config import TrackingConfig
+    from ..tracking.writer import RunWriter
     from .store import PipelineRuns
 
 log = logging.getLogger("qmlops_jupyter.pipelines")
@@ -556,11 +557,7 @@ def _kernel_env(
 ) -> dict[str, str]:
     env = dict(os.environ)
     # Jobs the notebook submits go to the runner's ledger, whatever this process's environment.
-    settings = client.settings
-    env["QMLOPS_HOME"] = str(settings.home)
-    env["QMLOPS_DATABASE_URL"] = settings.database_url
-    env["QMLOPS_BACKENDS_FILE"] = str(settings.backends_file)
-    env["QMLOPS_OWNER"] = settings.owner
+    env.update(client.settings.environment())
     env["QMLOPS_NOTEBOOK_PATH"] = str(notebook)
     env["QMLOPS_PIPELINE_RUN_ID"] = run_id
     env["QMLOPS_PIPELINE_PARAMETERS"] = json.dumps(parameters, default=str)
@@ -651,11 +648,12 @@ def _cancel_on_signals(cancel: threading.Event) -> Iterator[None]:
 # -- MLflow --------------------------------------------------------------------------------------
 
 
-def _mlflow_store(client: Client, run: PipelineRun) -> Store:
-    from ..tracking.writer import Store
+def _mlflow_store(client: Client, run: PipelineRun) -> TrackingConfig:
+    """The tracking store, with the run's experiment."""
+    from dataclasses import replace
 
     cfg = client.tracking.config
-    return Store(cfg.uri, cfg.safe_uri, run.experiment or cfg.experiment, cfg.artifact_root)
+    return replace(cfg, experiment=run.experiment or cfg.experiment)
 
 
 def _mlflow_writer(client: Client, run: PipelineRun) -> RunWriter:
@@ -673,10 +671,10 @@ def _log_to_mlflow(
     or in place. A tracking store that cannot be reached is reported, not fatal: the run itself
     is in the ledger either way."""
     from ..tracking.mlflow_io import parameter_params, source_tags
-    from ..tracking.writer import RunNotWritten, RunRecord, RunWriter
+    from ..tracking.writer import RunNotWritten, RunRecord, write_run
     from ..vault.redaction import redact
 
-    writer = writer or RunWriter(_mlflow_store(client, run), None)
+    store = writer.store if writer is not None else _mlflow_store(client, run)
     end_ms = int((run.finished_at or run.created_at).timestamp() * 1000)
     user_parameters = {k: v for k, v in run.parameters.items() if k != RUN_ID_PARAMETER}
     tags = source_tags({"user": run.owner, "notebook": run.notebook, "pipeline_run": run.id})
@@ -703,9 +701,8 @@ def _log_to_mlflow(
         files={"output.ipynb": run.output_path} if run.output_path else {},
     )
     try:
-        return writer.write(record)
+        return writer.write(record) if writer is not None else write_run(store, record)
     except RunNotWritten as exc:
-        safe_uri = writer.store.safe_uri
-        say(f"pipeline run {run.id}: not logged to MLflow at {safe_uri}: {exc}")
+        say(f"pipeline run {run.id}: not logged to MLflow at {store.safe_uri}: {exc}")
         log.warning("pipeline run %s not logged to MLflow: %s", run.id, exc)
         return None

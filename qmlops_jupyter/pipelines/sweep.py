@@ -86,7 +86,7 @@ MAX_POINTS = 10_000
 TASK_RETRIES = 2
 #: Seconds to wait for a Dask scheduler given by address to answer.
 SCHEDULER_TIMEOUT = 10.0
-#: Environment variables a worker's task takes from the sweep (besides the settings'), so a
+#: Environment variables a worker's task takes from the sweep (besides the settings), so a
 #: worker on another machine tracks to the same place. QMLOPS_CRYPT_KEY never travels: a
 #: remote worker that needs the vault must have its own (a local worker inherits it).
 PASSED_ENVIRONMENT = (
@@ -616,7 +616,7 @@ def run_point(
     from ..client import Client
     from .runner import run_pipeline
 
-    with _environment(settings, environment):
+    with _environment(environment):
         client = Client(settings)
         try:
             sweep_id = request.links["sweep_id"]
@@ -638,22 +638,14 @@ def run_point(
 
 
 @contextmanager
-def _environment(settings: Settings, environment: dict[str, str | None]) -> Iterator[None]:
-    """The sweep's settings and tracking variables in this worker's environment while the
-    point runs (its kernel inherits them: jobs the notebook submits go to the same ledger).
+def _environment(environment: dict[str, str | None] | None) -> Iterator[None]:
+    """The sweep's tracking variables in this worker's environment while the point runs (the
+    settings need none: the point's client is built from them, and its kernel is given them).
     Nothing changes for ``None``: threads of one process must not take turns at it."""
     if environment is None:
         yield
         return
     wanted = dict(environment)
-    wanted.update(
-        {
-            "QMLOPS_HOME": str(settings.home),
-            "QMLOPS_DATABASE_URL": settings.database_url,
-            "QMLOPS_BACKENDS_FILE": str(settings.backends_file),
-            "QMLOPS_OWNER": settings.owner,
-        }
-    )
     before = {name: os.environ.get(name) for name in wanted}
     try:
         for name, value in wanted.items():

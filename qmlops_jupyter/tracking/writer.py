@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .config import TrackingConfig
+
 #: How long the parent waits for the child's answer once the record is sent: MLflow's own HTTP
 #: timeout (10 s a request, set by ``client_for``) bounds each call; uploads take a few.
 ANSWER_TIMEOUT_SECONDS = 300.0
@@ -30,14 +32,6 @@ ANSWER_TIMEOUT_SECONDS = 300.0
 
 class RunNotWritten(Exception):
     """The store refused or could not be reached; the message is scrubbed of secrets."""
-
-
-@dataclass
-class Store:
-    uri: str
-    safe_uri: str
-    experiment: str
-    artifact_root: str | None = None
 
 
 @dataclass
@@ -61,15 +55,15 @@ def loaded() -> bool:
     return "mlflow" in sys.modules
 
 
-def prepare(store: Store) -> Any:
-    """MLflow's client on the store and the experiment's id (created on first use)."""
+def prepare(store: TrackingConfig) -> Any:
+    """MLflow's client on the store and the id of its ``experiment`` (created on first use)."""
     from .mlflow_io import client_for, experiment_id
 
     ml = client_for(store.uri)
     return ml, experiment_id(ml, store.safe_uri, store.experiment, store.artifact_root)
 
 
-def write_run(store: Store, record: RunRecord) -> str:
+def write_run(store: TrackingConfig, record: RunRecord) -> str:
     """Write the run in this process and return its MLflow id; :class:`RunNotWritten` with a
     one-line, scrubbed message when the store fails."""
     from .mlflow_io import Content, log_content
@@ -104,12 +98,12 @@ class RunWriter:
     (falling back to writing in place if the child is gone), :meth:`close` if nothing is to be
     written after all."""
 
-    def __init__(self, store: Store, process: subprocess.Popen[bytes] | None) -> None:
+    def __init__(self, store: TrackingConfig, process: subprocess.Popen[bytes] | None) -> None:
         self.store = store
         self._process = process
 
     @classmethod
-    def start(cls, store: Store, *, child: bool | None = None) -> RunWriter:
+    def start(cls, store: TrackingConfig, *, child: bool | None = None) -> RunWriter:
         """Start the child loading MLflow, unless this process has it loaded already
         (``child``: start it, or not, whatever is loaded)."""
         if not (child if child is not None else not loaded()):
@@ -188,7 +182,7 @@ def _child() -> int:
     first = sys.stdin.readline()
     if not first:
         return 0
-    store = Store(**json.loads(first))
+    store = TrackingConfig(**json.loads(first))
     with suppress(Exception):  # a failure here is met again, and reported, when writing
         prepare(store)
     second = sys.stdin.readline()
