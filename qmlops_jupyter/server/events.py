@@ -25,6 +25,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .background import cancel_and_wait
+
 if TYPE_CHECKING:
     from .app import QmlopsApp
 
@@ -73,11 +75,8 @@ class EventPump:
         self._task = asyncio.create_task(self._loop(), name="qmlops-events")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
 
     def poke(self) -> None:
         """Something changed (the engine took a step, a job was created): look now rather

@@ -34,6 +34,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ..states import JobState
+from .background import cancel_and_wait
 
 if TYPE_CHECKING:
     from .app import QmlopsApp
@@ -259,11 +260,8 @@ class Metrics:
         self._task = asyncio.create_task(self._loop(), name="qmlops-metrics")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
         if ENGINE_TICK_COLLECTOR.source is self:
             ENGINE_TICK_COLLECTOR.source = None
 
