@@ -288,7 +288,7 @@ def test_jobs_inside_link_to_the_run_and_the_output_goes_to_mlflow(
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["state"] == "COMPLETED" and data["experiment"] == "pipelines-test"
-    assert data["mlflow_run_id"]
+    assert data["mlflow_run_id"], result.stderr  # stderr says why MLflow was not written
     # The job submitted inside the notebook records the pipeline run in its lineage.
     from qmlops_jupyter.client import get_client
 
