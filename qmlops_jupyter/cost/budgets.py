@@ -94,26 +94,29 @@ def _owner_lock_key(owner: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
+#: Jobs that use shots and money: all but those cancelled before they were sent.
+BILLABLE = not_(and_(jobs.c.state == "CANCELLED", jobs.c.submitted_at.is_(None)))
+#: What a job costs: what the provider charged, else the estimate, else nothing.
+JOB_COST_USD = func.coalesce(jobs.c.actual_cost_usd, jobs.c.estimated_cost_usd, 0.0)
+#: The shots a job uses (every circuit runs ``shots`` times).
+JOB_SHOTS = jobs.c.shots * jobs.c.num_circuits
+
+
 def _counted(owner: str, since: datetime, backend: str) -> Any:
     """Jobs that use budget: the owner's, since ``since``, not cancelled before being sent."""
-    where = [
-        jobs.c.owner == owner,
-        jobs.c.created_at >= since,
-        not_(and_(jobs.c.state == "CANCELLED", jobs.c.submitted_at.is_(None))),
-    ]
+    where = [jobs.c.owner == owner, jobs.c.created_at >= since, BILLABLE]
     if backend != ALL_BACKENDS:
         where.append(jobs.c.backend == backend)
     return and_(*where)
 
 
 def shots_used(conn: Connection, owner: str, since: datetime, backend: str = ALL_BACKENDS) -> int:
-    total = func.coalesce(func.sum(jobs.c.shots * jobs.c.num_circuits), 0)
+    total = func.coalesce(func.sum(JOB_SHOTS), 0)
     return int(conn.execute(select(total).where(_counted(owner, since, backend))).scalar_one())
 
 
 def usd_used(conn: Connection, owner: str, since: datetime, backend: str = ALL_BACKENDS) -> float:
-    cost = func.coalesce(jobs.c.actual_cost_usd, jobs.c.estimated_cost_usd, 0.0)
-    total = func.coalesce(func.sum(cost), 0.0)
+    total = func.coalesce(func.sum(JOB_COST_USD), 0.0)
     return float(conn.execute(select(total).where(_counted(owner, since, backend))).scalar_one())
 
 
@@ -334,9 +337,8 @@ def refusals_of(ledger: Ledger, owner: str, limit: int = 20) -> list[BudgetRefus
 def shots_used_today(ledger: Ledger, owner: str | None = None) -> int:
     """Shots used today (UTC) by ``owner``, or by everyone: ``quantum_shots_used_daily``."""
     now = ledger.clock()
-    total = func.coalesce(func.sum(jobs.c.shots * jobs.c.num_circuits), 0)
-    where = [jobs.c.created_at >= day_start(now)]
-    where.append(not_(and_(jobs.c.state == "CANCELLED", jobs.c.submitted_at.is_(None))))
+    total = func.coalesce(func.sum(JOB_SHOTS), 0)
+    where = [jobs.c.created_at >= day_start(now), BILLABLE]
     if owner is not None:
         where.append(jobs.c.owner == owner)
     with ledger._read() as conn:

@@ -22,6 +22,8 @@ from traitlets import Bool, Float, Int, Unicode
 #: Header a kernel launched by this server sends with the token it was given (see
 #: :meth:`QmlopsApp.expose_to_kernels`); accepted by the qmlops API only.
 KERNEL_TOKEN_HEADER = "X-Qmlops-Kernel-Token"
+#: JupyterLab extensions Voila pages do without: they need JupyterLab's own modules.
+VOILA_EXTENSION_DENYLIST = ("qmlops-jupyter", "@jupyterhub/jupyter-server-proxy")
 
 
 class QmlopsApp(ExtensionApp):
@@ -111,11 +113,23 @@ class QmlopsApp(ExtensionApp):
         from .events import EventPump, register_schemas
         from .metrics import Metrics
 
+        self._configure_voila()
         register_schemas(self.serverapp.event_logger)
         self.metrics = Metrics(self)
         self.events = EventPump(self)
         if self.expose_to_kernels:
             self._expose_to_kernels()
+
+    def _configure_voila(self) -> None:
+        """Voila's defaults for the dashboards it renders in this server (its extension loads
+        after this one and reads them then): tracebacks never reach a page, and the JupyterLab
+        extensions that only work inside JupyterLab are not loaded into one. What the user's
+        config says of either is kept."""
+        voila = self.serverapp.config.VoilaConfiguration
+        if "show_tracebacks" not in voila:
+            voila.show_tracebacks = False
+        if "extension_denylist" not in voila:
+            voila.extension_denylist = list(VOILA_EXTENSION_DENYLIST)
 
     def initialize_handlers(self) -> None:
         from .handlers import routes
