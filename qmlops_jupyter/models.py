@@ -149,6 +149,29 @@ class BackendInfo(BaseModel):
         return bundle(backends_html([self]), backends_text([self]), include, exclude)
 
 
+class DashboardLink(BaseModel):
+    """A dashboard as the sidebar links it: ``path`` and ``url`` are set when this server's Voila
+    can render its notebook, null otherwise."""
+
+    name: str
+    title: str
+    description: str
+    path: str | None = Field(
+        default=None, description="the notebook, relative to the server's contents root"
+    )
+    url: str | None = Field(default=None, description="its Voila page, under the server's base URL")
+
+
+class DashboardLinks(BaseModel):
+    """The answer of ``GET /dashboards``."""
+
+    dashboards: list[DashboardLink]
+    voila: bool = Field(description="whether Voila's server extension serves in this server")
+    hint: str | None = Field(
+        default=None, description="why a dashboard has no link, and what to do (one line)"
+    )
+
+
 #: The schema of job status changes, on the server's event bus and wherever else they are read.
 JOB_STATUS_SCHEMA = "https://events.qmlops-jupyter.dev/job_status/v1"
 

@@ -260,7 +260,15 @@ def test_the_spec_lists_every_route_and_method_the_app_registers(jp_serverapp: A
 def test_the_spec_schemas_have_the_fields_of_the_models() -> None:
     from qmlops_jupyter.cost.budgets import BudgetLimit, BudgetStatus
     from qmlops_jupyter.cost.estimate import Estimate
-    from qmlops_jupyter.models import BackendInfo, CircuitInfo, JobEvent, JobRecord, JobResult
+    from qmlops_jupyter.models import (
+        BackendInfo,
+        CircuitInfo,
+        DashboardLink,
+        DashboardLinks,
+        JobEvent,
+        JobRecord,
+        JobResult,
+    )
     from qmlops_jupyter.server.handlers.models import BudgetRequest, EstimateRequest, JobRequest
     from qmlops_jupyter.vault import CredentialInfo
 
@@ -278,6 +286,8 @@ def test_the_spec_schemas_have_the_fields_of_the_models() -> None:
         JobRequest,
         EstimateRequest,
         BudgetRequest,
+        DashboardLink,
+        DashboardLinks,
     ):
         schema = schemas[model.__name__]
         assert set(schema["properties"]) == set(model.model_fields), model.__name__

@@ -35,6 +35,7 @@ RESOURCES = {
     "/budget": "qmlops:budget",
     "/estimate": "qmlops:budget",
     "/runs": "qmlops:runs",
+    "/dashboards": "qmlops:dashboards",
     "/pipelines": "qmlops:pipelines",
     "/pipelines/{name_or_id}": "qmlops:pipelines",
     "/pipelines/{name_or_id}/pause": "qmlops:pipelines",

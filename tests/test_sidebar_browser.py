@@ -9,7 +9,7 @@ whose queue is long enough for a job to wait there until it is cancelled. Both a
 API key typed into the sidebar's credential form, so a job that runs proves the key went through
 the vault; the lab's environment holds no IonQ key.
 
-- The panel: its left tab, the five sections, the ``aer`` backend, the empty Jobs section.
+- The panel: its left tab, the six sections, the ``aer`` backend, the empty Jobs section.
 - A credential typed into the form is stored, shown masked, tested against IonQ, and its secret
   is in no page HTML, input, log or file of the lab (the vault holds ciphertext only).
 - A job submitted from a notebook cell is followed live (QUEUED, RUNNING, COMPLETED) without a
@@ -29,6 +29,10 @@ the vault; the lab's environment holds no IonQ key.
 - Tracking is on, as by default: the Runs section lists the MLflow runs of the completed jobs
   (as ``GET /runs`` does), and "Open in MLflow" (in a run's row and on a job's detail) opens the
   MLflow UI in a JupyterLab tab, through the server's proxy, on that run.
+- The Dashboards section says why there is no link while the lab's root holds no dashboard
+  notebooks; once it does, a refresh links the three Voila pages, and the Jobs link, followed
+  with the page's login cookie, is Voila's Jobs dashboard. Its screenshot is
+  docs/images/sidebar-dashboards.png.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -69,7 +74,12 @@ ALIAS = "ionq-lab"
 UNSAVED_SECRET = "IonQ-never-saved-4NbW7yQs2Hd"
 SIDEBAR = "#qmlops-sidebar"
 PLUGIN = "qmlops-jupyter:plugin"
-SECTIONS = ["Backends", "Jobs", "Pipelines", "Runs", "Budget"]
+SECTIONS = ["Backends", "Jobs", "Pipelines", "Runs", "Budget", "Dashboards"]
+#: The dashboard notebooks the lab's root gets a copy of, and where the docs keep the screenshot.
+DASHBOARD_NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks" / "dashboards"
+DASHBOARDS_SCREENSHOT = (
+    Path(__file__).resolve().parent.parent / "docs" / "images" / "sidebar-dashboards.png"
+)
 #: Seconds a job waits in the fast emulator's queue before it runs: short, so the run starts
 #: before the engine's second poll (its polls come 0.5, 1, 2, 4 ... s apart, +-20 %, on a 1 s
 #: tick; at most about 2.2 s apart around then).
@@ -275,7 +285,7 @@ def status_item(page: Any) -> Any:
 def refresh(page: Any) -> None:
     """Click the panel's refresh button (its toolbar), as a user does to re-read everything."""
     button = sidebar(page).locator(
-        '.jp-Toolbar [title="Refresh backends, jobs, pipelines, runs and budgets"]'
+        '.jp-Toolbar [title="Refresh backends, jobs, pipelines, runs, budgets and dashboards"]'
     )
     expect(button).to_have_count(1)
     button.click()
@@ -408,7 +418,7 @@ def assert_secret_nowhere(page: Any, lab: JupyterLab) -> None:
 # -- the tests ------------------------------------------------------------------------------------
 
 
-def test_the_panel_opens_with_its_five_sections_the_aer_backend_and_an_empty_jobs_list(
+def test_the_panel_opens_with_its_six_sections_the_aer_backend_and_an_empty_jobs_list(
     lab: JupyterLab, page: Any
 ) -> None:
     page.goto(f"{lab.base}/lab?reset&token={lab.token}", timeout=120_000)
@@ -1057,3 +1067,78 @@ def test_runs_list_the_jobs_mlflow_runs_and_open_them_in_mlflow(lab: JupyterLab,
     expect(inside.get_by_text(bell_run["run_name"], exact=True).first).to_be_visible()
     shot(page, "mlflow-job-detail-run")
     assert_secret_nowhere(page, lab)  # nor in the MLflow store
+
+
+def test_dashboards_link_their_voila_pages_once_the_root_holds_them(
+    lab: JupyterLab, page: Any, chromium: Chromium
+) -> None:
+    from qmlops_jupyter.dashboards import DASHBOARDS
+
+    target = lab.root / "notebooks" / "dashboards"
+    shutil.rmtree(target, ignore_errors=True)
+    page.goto(f"{lab.base}/lab?reset&token={lab.token}", timeout=120_000)
+    wait_app(page)
+    open_sidebar(page)
+    expand(page, "Dashboards")
+    body = section(page, "dashboards")
+
+    # The root holds no dashboard notebook: no link, and the server's hint says what to do.
+    hint = body.locator(".jp-qmlops-Empty")
+    expect(hint).to_contain_text("not in a visible folder under this server's root")
+    expect(hint.locator("code")).to_contain_text("qmlops dashboard jobs")
+    expect(body.locator("a[data-dashboard]")).to_have_count(0)
+
+    # A copy in the root, then the panel's refresh: a link to each Voila page, in a new tab.
+    target.mkdir(parents=True)
+    for board in DASHBOARDS.values():
+        shutil.copyfile(DASHBOARD_NOTEBOOKS / board.filename, target / board.filename)
+    refresh(page)
+    links = body.locator("a[data-dashboard]")
+    expect(links).to_have_count(len(DASHBOARDS))
+    expect(body.locator(".jp-qmlops-Empty")).to_have_count(0)
+    shown = links.evaluate_all(
+        """(as) => as.map(a => ({name: a.dataset.dashboard, href: a.getAttribute('href'),
+            text: a.textContent.trim(), title: a.title, target: a.target, rel: a.rel}))"""
+    )
+    assert shown == [
+        {
+            "name": board.name,
+            "href": f"/voila/render/notebooks/dashboards/{board.filename}",
+            "text": board.title,
+            "title": board.description,
+            "target": "_blank",
+            "rel": "noopener noreferrer",
+        }
+        for board in DASHBOARDS.values()
+    ]
+
+    # The screenshot: the section's heading and its links.
+    page.mouse.move(0, 0)
+    heading = sidebar(page).locator(".lm-AccordionPanel-title", has_text="Dashboards").first
+    top, bottom = heading.bounding_box(), body.bounding_box()
+    assert top is not None and bottom is not None
+    clip = {
+        "x": top["x"],
+        "y": top["y"],
+        "width": top["width"],
+        "height": bottom["y"] + bottom["height"] - top["y"],
+    }
+    ARTIFACTS.mkdir(exist_ok=True)
+    picture = ARTIFACTS / "sidebar-dashboards.png"
+    page.screenshot(path=str(picture), clip=clip)
+    DASHBOARDS_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(picture, DASHBOARDS_SCREENSHOT)
+    print(f"screenshot: {picture} (copied to {DASHBOARDS_SCREENSHOT})")
+
+    # Following the Jobs link with the page's login cookie: Voila's Jobs dashboard.
+    href = links.first.get_attribute("href")
+    voila = chromium.context.new_page()
+    try:
+        response = voila.goto(f"{lab.base}{href}", timeout=240_000)
+        assert response is not None and response.status == 200, response and response.status
+        expect(voila.locator("h1", has_text="Jobs").first).to_be_visible(timeout=120_000)
+        assert "Jobs" in voila.title() or "jobs" in voila.title(), voila.title()
+        assert lab.token not in voila.content()
+        shot(voila, "dashboard-jobs")
+    finally:
+        voila.close()

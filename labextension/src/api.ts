@@ -13,6 +13,7 @@ import {
   ICredentialInfo,
   ICredentialRequest,
   ICredentialTest,
+  IDashboardLinks,
   IEstimate,
   IEventsPage,
   IHealth,
@@ -311,6 +312,11 @@ export class QmlopsClient {
 
   pipelineRun(id: string): Promise<IPipelineRun> {
     return this.call<IPipelineRun>(`pipeline-runs/${encodeURIComponent(id)}`);
+  }
+
+  /** The dashboards, each with its Voila page in this server when it can be shown here. */
+  dashboards(): Promise<IDashboardLinks> {
+    return this.call<IDashboardLinks>('dashboards');
   }
 
   /** Where the MLflow UI is served inside JupyterLab (jupyter-server-proxy), or a run's page. */

@@ -1,7 +1,7 @@
 /**
  * The qmlops JupyterLab extension: a service plugin (the REST client and the live model, for
  * any extension to require) and the sidebar plugin (the left panel with Backends, Jobs,
- * Pipelines, Runs and Budget; a job's detail and the MLflow UI in the main area; a status-bar item; a command
+ * Pipelines, Runs, Budget and Dashboards; a job's detail and the MLflow UI in the main area; a status-bar item; a command
  * for every action, in the command palette).
  */
 import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
@@ -26,6 +26,7 @@ import { describeError, QmlopsModel } from './model';
 import {
   BackendsBody,
   BudgetBody,
+  DashboardsBody,
   JobsBody,
   PipelinesBody,
   RunsBody,
@@ -77,7 +78,7 @@ const service: JupyterFrontEndPlugin<IQmlopsService> = {
 const sidebar: JupyterFrontEndPlugin<void> = {
   id: PLUGIN_ID,
   description:
-    'The quantum jobs sidebar: backends and credentials, live jobs, pipelines, MLflow runs, budgets.',
+    'The quantum jobs sidebar: backends and credentials, live jobs, pipelines, MLflow runs, budgets, dashboards.',
   autoStart: true,
   requires: [IQmlopsService],
   optional: [ILayoutRestorer, ICommandPalette, IStatusBar, ISettingRegistry, ITranslator],
@@ -117,7 +118,7 @@ const sidebar: JupyterFrontEndPlugin<void> = {
       'refresh',
       new ToolbarButton({
         icon: refreshIcon,
-        tooltip: trans.__('Refresh backends, jobs, pipelines, runs and budgets'),
+        tooltip: trans.__('Refresh backends, jobs, pipelines, runs, budgets and dashboards'),
         onClick: () => void commands.execute(CommandIDs.refresh)
       })
     );
@@ -126,7 +127,8 @@ const sidebar: JupyterFrontEndPlugin<void> = {
       [trans.__('Jobs'), new SectionWidget('jobs', context, JobsBody)],
       [trans.__('Pipelines'), new SectionWidget('pipelines', context, PipelinesBody)],
       [trans.__('Runs'), new SectionWidget('runs', context, RunsBody)],
-      [trans.__('Budget'), new SectionWidget('budget', context, BudgetBody)]
+      [trans.__('Budget'), new SectionWidget('budget', context, BudgetBody)],
+      [trans.__('Dashboards'), new SectionWidget('dashboards', context, DashboardsBody)]
     ];
     for (const [label, widget] of sections) {
       widget.title.label = label;

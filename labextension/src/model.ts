@@ -1,7 +1,8 @@
 /**
  * The live model behind the sidebar and the status bar: backends, credentials, jobs, runs,
- * pipelines and budgets, kept fresh by the server's `job_status` and `pipeline_status` events
- * (pushed over the server's event bus) and by a poll that backs off when the server fails.
+ * pipelines, budgets and dashboards, kept fresh by the server's `job_status` and
+ * `pipeline_status` events (pushed over the server's event bus) and by a poll that backs off
+ * when the server fails.
  */
 import { Event } from '@jupyterlab/services';
 import { Poll } from '@lumino/polling';
@@ -13,6 +14,7 @@ import {
   ICredentialInfo,
   ICredentialRequest,
   ICredentialTest,
+  IDashboardLink,
   IJobFilter,
   IJobRecord,
   IJobStatus,
@@ -148,6 +150,12 @@ export class QmlopsModel implements IQmlopsModel {
   get pipelineRuns(): IResource<IPipelineRun[]> {
     return this._pipelineRuns;
   }
+  get dashboards(): IResource<IDashboardLink[]> {
+    return this._dashboards;
+  }
+  get dashboardsHint(): string | null {
+    return this._dashboardsHint;
+  }
   get filter(): IJobFilter {
     return { ...this._filter };
   }
@@ -205,7 +213,8 @@ export class QmlopsModel implements IQmlopsModel {
       this.refreshJobs(),
       this.refreshRuns(),
       this.refreshBudget(),
-      this.refreshPipelines()
+      this.refreshPipelines(),
+      this.refreshDashboards()
     ]);
     if (jobs.status === 'rejected') {
       throw jobs.reason; // every part has settled; the jobs list's failure is the caller's
@@ -301,6 +310,28 @@ export class QmlopsModel implements IQmlopsModel {
       this._budget = { status: 'ready', data: await this.client.budget(), error: null };
     } catch (error) {
       this._budget = { ...this._budget, status: 'error', error: describeError(error) };
+    } finally {
+      this._changed.emit();
+    }
+  }
+
+  /**
+   * The dashboards and their Voila links (never throws: a failure shows in the section). What
+   * links exist changes only with the server's set-up, so it is read at start and on a refresh,
+   * not on every poll.
+   */
+  async refreshDashboards(): Promise<void> {
+    this._dashboards = {
+      ...this._dashboards,
+      status: this._dashboards.status === 'ready' ? 'ready' : 'loading'
+    };
+    this._changed.emit();
+    try {
+      const answer = await this.client.dashboards();
+      this._dashboards = { status: 'ready', data: answer.dashboards, error: null };
+      this._dashboardsHint = answer.hint;
+    } catch (error) {
+      this._dashboards = { ...this._dashboards, status: 'error', error: describeError(error) };
     } finally {
       this._changed.emit();
     }
@@ -573,6 +604,9 @@ export class QmlopsModel implements IQmlopsModel {
       this._budgetStale = false;
       tasks.push(this.refreshBudget());
     }
+    if (this._ticks === 1) {
+      tasks.push(this.refreshDashboards());
+    }
     await Promise.all(tasks);
   }
 
@@ -678,6 +712,8 @@ export class QmlopsModel implements IQmlopsModel {
   private _budget = resource<IBudgetStatus[]>([]);
   private _pipelines = resource<IPipeline[]>([]);
   private _pipelineRuns = resource<IPipelineRun[]>([]);
+  private _dashboards = resource<IDashboardLink[]>([]);
+  private _dashboardsHint: string | null = null;
   private _pipelinesLoading: Promise<void> | null = null;
   private _pipelinesAgain = false;
   private _pipelineEventTime = new Map<string, number>();

@@ -1,6 +1,6 @@
 /**
- * The five sections of the sidebar: Backends (with credentials), Jobs, Pipelines, Runs and
- * Budget.
+ * The six sections of the sidebar: Backends (with credentials), Jobs, Pipelines, Runs, Budget
+ * and Dashboards.
  * Each renders the model's state, its loading, empty and error states, and calls commands for
  * what opens elsewhere (a job's detail, the MLflow UI).
  */
@@ -53,7 +53,7 @@ export interface ISectionContext {
   defaultBackend: () => string;
 }
 
-type SectionName = 'backends' | 'jobs' | 'pipelines' | 'runs' | 'budget';
+type SectionName = 'backends' | 'jobs' | 'pipelines' | 'runs' | 'budget' | 'dashboards';
 
 /** A section widget: a React body re-rendered whenever the model changes. */
 export class SectionWidget extends ReactWidget {
@@ -1183,5 +1183,57 @@ export function BudgetBody(context: ISectionContext): JSX.Element {
         ))}
       </tbody>
     </table>
+  );
+}
+
+// -- Dashboards ------------------------------------------------------------------------------
+
+/**
+ * A link to the Voila page of each dashboard this server can show (a new browser tab, behind
+ * the server's login); the server's hint when one cannot be shown (Voila missing, or the
+ * notebooks not under the server's root).
+ */
+export function DashboardsBody(context: ISectionContext): JSX.Element {
+  const { model, trans } = context;
+  const dashboards = model.dashboards;
+  const state = stateOf(dashboards, trans, trans.__('dashboards'), () => {
+    void model.refreshDashboards();
+  });
+  if (state) {
+    return state;
+  }
+  const linked = dashboards.data.filter(board => !!board.url);
+  const hint = model.dashboardsHint;
+  if (linked.length === 0) {
+    return (
+      <Empty>
+        <Prose text={hint ?? trans.__('This server shows no dashboard.')} />
+      </Empty>
+    );
+  }
+  return (
+    <>
+      <ul className="jp-qmlops-List" aria-label={trans.__('Dashboards')}>
+        {linked.map(board => (
+          <li key={board.name} className="jp-qmlops-Dashboard">
+            <a
+              className="jp-qmlops-Dashboard-link"
+              href={board.url as string}
+              target="_blank"
+              rel="noopener noreferrer"
+              data-dashboard={board.name}
+              title={board.description}
+            >
+              {board.title}
+            </a>
+          </li>
+        ))}
+      </ul>
+      {hint ? (
+        <div className="jp-qmlops-Muted jp-qmlops-Dashboards-hint">
+          <Prose text={hint} />
+        </div>
+      ) : null}
+    </>
   );
 }

@@ -414,6 +414,25 @@ export interface IHealth {
   backends: { name: string; available: boolean; enabled: boolean; status: string }[];
 }
 
+/** A dashboard, linked to its Voila page when this server can show it. */
+export interface IDashboardLink {
+  name: string;
+  title: string;
+  description: string;
+  /** The notebook, relative to the server's contents root (null: not shown by this server). */
+  path: string | null;
+  /** Its Voila page, under the server's base URL (null: not shown by this server). */
+  url: string | null;
+}
+
+/** The dashboards (`GET /dashboards`): whether Voila serves here, and why a link is missing. */
+export interface IDashboardLinks {
+  dashboards: IDashboardLink[];
+  voila: boolean;
+  /** Why a dashboard has no link, and what to do (one line); null when all are linked. */
+  hint: string | null;
+}
+
 /** What a job would cost. */
 export interface IEstimate {
   backend: string;
@@ -467,6 +486,10 @@ export interface IQmlopsModel {
   readonly pipelines: IResource<IPipeline[]>;
   /** Recent pipeline runs, newest first. */
   readonly pipelineRuns: IResource<IPipelineRun[]>;
+  /** The dashboards, each with its Voila page when this server can show it. */
+  readonly dashboards: IResource<IDashboardLink[]>;
+  /** Why a dashboard has no link, and what to do (null: every one is linked). */
+  readonly dashboardsHint: string | null;
   readonly filter: IJobFilter;
   /** Jobs not yet finished. */
   readonly runningCount: number;
@@ -485,6 +508,8 @@ export interface IQmlopsModel {
   refreshBudget(): Promise<void>;
   /** Saved pipelines and recent pipeline runs. */
   refreshPipelines(): Promise<void>;
+  /** The dashboards and their links (read at start and on a refresh). */
+  refreshDashboards(): Promise<void>;
   pausePipeline(nameOrId: string): Promise<IPipeline>;
   resumePipeline(nameOrId: string): Promise<IPipeline>;
   deletePipeline(nameOrId: string): Promise<void>;
@@ -501,7 +526,7 @@ export interface IQmlopsModel {
 
 export const IQmlopsService = new Token<IQmlopsService>(
   'qmlops-jupyter:IQmlopsService',
-  'The qmlops REST client and the live model of backends, jobs, runs, pipelines and budgets.'
+  'The qmlops REST client and the live model of backends, jobs, runs, pipelines, budgets and dashboards.'
 );
 
 /** Command ids. */

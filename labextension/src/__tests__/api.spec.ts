@@ -10,6 +10,8 @@ import {
   API_ROOT,
   BASE_URL,
   BELL_QASM2,
+  DASHBOARDS,
+  DASHBOARDS_WITHOUT_VOILA,
   ESTIMATE,
   FakeServer,
   HEALTH,
@@ -243,6 +245,20 @@ describe('QmlopsClient', () => {
       server.clear();
       await client.runs(5, 'vqe h2/sweep');
       expect(only().url).toBe(`${API_ROOT}runs?limit=5&experiment=vqe%20h2%2Fsweep`);
+    });
+  });
+
+  describe('dashboards', () => {
+    it('dashboards: GET dashboards, the links and the hint as the server answers them', async () => {
+      server.on('GET', 'dashboards', json(DASHBOARDS));
+      await expect(client.dashboards()).resolves.toEqual(DASHBOARDS);
+      expect(only().url).toBe(`${API_ROOT}dashboards`);
+
+      server.clear();
+      server.on('GET', 'dashboards', json(DASHBOARDS_WITHOUT_VOILA));
+      const answer = await client.dashboards();
+      expect(answer.dashboards.map(board => board.url)).toEqual([null, null, null]);
+      expect(answer.hint).toContain('Voila is not enabled');
     });
   });
 

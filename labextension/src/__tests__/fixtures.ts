@@ -9,6 +9,7 @@ import {
   IBackendInfo,
   IBudgetStatus,
   ICredentialInfo,
+  IDashboardLinks,
   IEstimate,
   IHealth,
   IJobRecord,
@@ -31,6 +32,30 @@ export function settings(): ServerConnection.ISettings {
     wsUrl: 'ws://127.0.0.1:8888/user/ada/'
   });
 }
+
+/** The dashboards as a server whose Voila shows them all answers (links under its base URL). */
+export const DASHBOARDS: IDashboardLinks = {
+  dashboards: [
+    ['jobs', 'Jobs', 'Live counts by state and backend, a filterable job table.'],
+    ['experiments', 'Experiments', 'MLflow runs of an experiment side by side.'],
+    ['cost', 'Cost and budget', 'Shots and money by day, backend and user.']
+  ].map(([name, title, description]) => ({
+    name,
+    title,
+    description,
+    path: `notebooks/dashboards/${name}.ipynb`,
+    url: `/user/ada/voila/render/notebooks/dashboards/${name}.ipynb`
+  })),
+  voila: true,
+  hint: null
+};
+
+/** The dashboards as a server without Voila answers: no links, and why. */
+export const DASHBOARDS_WITHOUT_VOILA: IDashboardLinks = {
+  dashboards: DASHBOARDS.dashboards.map(board => ({ ...board, path: null, url: null })),
+  voila: false,
+  hint: 'Voila is not enabled in this server: `jupyter server extension enable voila`, then restart the server'
+};
 
 export const BELL_QASM2 =
   'OPENQASM 2.0;\ninclude "qelib1.inc";\nqreg q[2];\ncreg c[2];\nh q[0];\ncx q[0],q[1];\nmeasure q -> c;\n';

@@ -21,6 +21,8 @@ import {
 import { IBudgetStatus, IJobRecord, JOB_STATUS_SCHEMA } from '../tokens';
 import {
   AER,
+  DASHBOARDS,
+  DASHBOARDS_WITHOUT_VOILA,
   Deferred,
   FakeServer,
   IONQ,
@@ -81,7 +83,8 @@ function answerEverything(server: FakeServer, jobs: IJobRecord[] = JOBS): void {
     .on('GET', 'runs', json({ runs: [run()] }))
     .on('GET', 'budget', json([budget()]))
     .on('GET', 'pipelines', json({ pipelines: [] }))
-    .on('GET', 'pipeline-runs', json({ pipeline_runs: [], next: null }));
+    .on('GET', 'pipeline-runs', json({ pipeline_runs: [], next: null }))
+    .on('GET', 'dashboards', json(DASHBOARDS));
 }
 
 function ids(model: QmlopsModel): string[] {
@@ -204,6 +207,7 @@ describe('QmlopsModel', () => {
         'GET backends',
         'GET budget',
         'GET credentials',
+        'GET dashboards',
         'GET jobs?limit=50',
         'GET pipeline-runs?limit=20',
         'GET pipelines',
@@ -211,6 +215,12 @@ describe('QmlopsModel', () => {
       ]);
       expect(model.pipelines).toEqual({ status: 'ready', data: [], error: null });
       expect(model.pipelineRuns).toEqual({ status: 'ready', data: [], error: null });
+      expect(model.dashboards).toEqual({
+        status: 'ready',
+        data: DASHBOARDS.dashboards,
+        error: null
+      });
+      expect(model.dashboardsHint).toBeNull();
       expect(model.live).toBe(true);
       expect(changes).toBeGreaterThanOrEqual(5);
     });
@@ -976,6 +986,55 @@ describe('QmlopsModel', () => {
     });
   });
 
+  describe('dashboards', () => {
+    it('refreshDashboards keeps the links and the hint the server answers', async () => {
+      await loaded();
+      server.on('GET', 'dashboards', json(DASHBOARDS_WITHOUT_VOILA));
+      await model.refreshDashboards();
+      expect(server.log()).toEqual(['GET dashboards']);
+      expect(model.dashboards).toEqual({
+        status: 'ready',
+        data: DASHBOARDS_WITHOUT_VOILA.dashboards,
+        error: null
+      });
+      expect(model.dashboardsHint).toBe(DASHBOARDS_WITHOUT_VOILA.hint);
+      expect(changes).toBeGreaterThanOrEqual(2);
+
+      // The server's set-up changed (Voila enabled): the next refresh links them, no hint.
+      server.on('GET', 'dashboards', json(DASHBOARDS));
+      await model.refresh();
+      expect(model.dashboards.data.map(board => board.url)).toEqual([
+        '/user/ada/voila/render/notebooks/dashboards/jobs.ipynb',
+        '/user/ada/voila/render/notebooks/dashboards/experiments.ipynb',
+        '/user/ada/voila/render/notebooks/dashboards/cost.ipynb'
+      ]);
+      expect(model.dashboardsHint).toBeNull();
+    });
+
+    it('is loading until the answer arrives', async () => {
+      const held = new Deferred<Response>();
+      server.on('GET', 'dashboards', () => held.promise);
+      create();
+      const refreshing = model.refreshDashboards();
+      await settle();
+      expect(model.dashboards).toEqual({ status: 'loading', data: [], error: null });
+      held.resolve(json(DASHBOARDS));
+      await refreshing;
+      expect(model.dashboards.status).toBe('ready');
+    });
+
+    it('a failure says why, keeps what it had and never rejects', async () => {
+      await loaded();
+      server.on('GET', 'dashboards', apiError(404, 'not_found', 'no such route'));
+      await expect(model.refreshDashboards()).resolves.toBeUndefined();
+      expect(model.dashboards).toEqual({
+        status: 'error',
+        data: DASHBOARDS.dashboards,
+        error: 'no such route'
+      });
+    });
+  });
+
   describe('poll', () => {
     /** What a refresh of everything reads, sorted. */
     const EVERYTHING = [
@@ -987,6 +1046,8 @@ describe('QmlopsModel', () => {
       'GET pipelines',
       'GET runs?limit=20'
     ];
+    /** What the first tick reads: everything, and the dashboards (read only then). */
+    const FIRST_TICK = ['GET dashboards', ...EVERYTHING].sort();
 
     /** Let due timers fire, then the answers they asked for arrive. */
     async function advance(ms: number): Promise<void> {
@@ -1015,7 +1076,7 @@ describe('QmlopsModel', () => {
       await advance(0); // tick 1
       expect(model.poll.state.phase).toBe('resolved');
       expect(model.poll.state.interval).toBe(2000);
-      expect(server.log().sort()).toEqual(EVERYTHING);
+      expect(server.log().sort()).toEqual(FIRST_TICK);
 
       server.clear();
       server.on('GET', 'jobs', apiError(503, 'not_ready', 'the ledger is locked'));
@@ -1062,8 +1123,8 @@ describe('QmlopsModel', () => {
       answerEverything(server);
       create({ refreshInterval: 1 });
       await model.poll.start();
-      await advance(0); // tick 1: everything
-      expect(server.log().sort()).toEqual(EVERYTHING);
+      await advance(0); // tick 1: everything, and the dashboards (only then)
+      expect(server.log().sort()).toEqual(FIRST_TICK);
 
       // A job finishes: its cost counts against the budget, read at the next tick.
       server.on('GET', `jobs/${JOB_RUNNING.id}`, json(completed(JOB_RUNNING)));

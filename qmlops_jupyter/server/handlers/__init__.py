@@ -10,6 +10,7 @@ def routes() -> list[tuple[str, Any]]:
         backends,
         budget,
         credentials,
+        dashboards,
         estimate,
         events,
         health,
@@ -29,6 +30,7 @@ def routes() -> list[tuple[str, Any]]:
         estimate,
         runs,
         pipelines,
+        dashboards,
         health,
         openapi,
     ):
