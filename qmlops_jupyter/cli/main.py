@@ -1,5 +1,5 @@
 """The ``qmlops`` command line: backends, submit, jobs, show, wait, cancel, engine, demo, creds,
-estimate, budget, runs, mlflow-ui.
+estimate, budget, runs, mlflow-ui, pipeline, dashboard.
 
 Exit codes: 0 success; 1 unexpected error; 2 bad input; 3 unknown backend or job; 4 conflict;
 5 backend unavailable; 6 configuration error; 7 wait timed out; 8 job did not complete;
@@ -451,6 +451,10 @@ cli.add_command(mlflow_ui)
 from .pipeline import pipeline  # noqa: E402  (pipeline commands, their own module)
 
 cli.add_command(pipeline)
+
+from .dashboard import dashboard  # noqa: E402  (the dashboard server, its own module)
+
+cli.add_command(dashboard)
 
 
 def main() -> None:
