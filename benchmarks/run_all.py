@@ -26,6 +26,8 @@ Benchmarks (``--only`` names):
                 notebooks/qaoa_maxcut.ipynb, tracking off and on; ratio of medians <= 1.10x
 9. ``sweep``    8 small notebooks (a Bell job on Aer each) as a 2-worker Dask sweep vs one by
                 one; speed-up >= 1.7x
+10. ``dashboard`` the Jobs dashboard through Voila in headless Chromium, 10,000 jobs in the
+                ledger: time to first render, median <= 5 s (and on an empty ledger)
 
 Every run uses a fresh temporary ``QMLOPS_HOME`` (and ignores ``QMLOPS_DATABASE_URL`` and
 ``QMLOPS_BACKENDS_FILE``), so it never touches your own ledger. The table goes to stdout,
@@ -79,6 +81,7 @@ ORDER = [
     "magics",
     "pipeline",
     "sweep",
+    "dashboard",
 ]
 ALIASES = {"ledger": ["ledger-sqlite", "ledger-postgres"], "all": ORDER, "throughput": ["batch"]}
 
@@ -93,7 +96,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--only",
         default="all",
         help="comma-separated: batch, latency, ledger (= ledger-sqlite,"
-        "ledger-postgres), import, tracking, server, magics, pipeline, sweep; default all",
+        "ledger-postgres), import, tracking, server, magics, pipeline, sweep, dashboard; "
+        "default all",
     )
     parser.add_argument(
         "--quick",
@@ -300,6 +304,10 @@ def run_here(name: str, args: argparse.Namespace) -> BenchResult:
         import bench_sweep
 
         return bench_sweep.run(args)
+    if name == "dashboard":
+        import bench_dashboard
+
+        return bench_dashboard.run(args)
     import bench_ledger
 
     return bench_ledger.run(args, name.split("-", 1)[1])

@@ -78,6 +78,13 @@ def test_the_wheel_ships_the_prebuilt_extension_enabled(wheel: zipfile.ZipFile) 
     assert not [n for n in names if n.startswith("qmlops_jupyter/labextension/")]
 
 
+def test_the_wheel_ships_the_dashboard_notebooks(wheel: zipfile.ZipFile) -> None:
+    """``qmlops dashboard NAME`` of an installed wheel finds its notebook in the package."""
+    names = set(wheel.namelist())
+    for name in ("jobs", "experiments", "cost"):
+        assert f"qmlops_jupyter/dashboards/notebooks/{name}.ipynb" in names
+
+
 class Lab(JupyterServer):
     app = "lab"
     extra_args = (
