@@ -630,20 +630,7 @@ class JupyterServer:
 
     def children(self) -> list[int]:
         """Process ids of the server's child processes (engine workers, kernels ...)."""
-        found = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/stat") as fh:
-                    stat = fh.read()
-            except OSError:
-                continue
-            # Field 4, after the parenthesised command (which may hold spaces).
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if self.proc is not None and ppid == self.proc.pid:
-                found.append(int(entry))
-        return found
+        return [] if self.proc is None else child_pids(self.proc.pid)
 
     def kill(self) -> None:
         """SIGKILL the server process alone, as a crash would end it."""
@@ -674,6 +661,26 @@ class JupyterServer:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         self.kernel_pids = []
+
+
+def parent_pids() -> dict[int, int]:
+    """Every live process's parent: ``{pid: ppid}`` (from ``/proc``)."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                # Field 4, after the parenthesised command (which may hold spaces).
+                found[int(entry)] = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def child_pids(pid: int) -> list[int]:
+    """Process ids of the live children of ``pid``."""
+    return [child for child, parent in parent_pids().items() if parent == pid]
 
 
 def process_cmdline(pid: int) -> str:

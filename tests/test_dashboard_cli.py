@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 from qmlops_testing import (
+    child_pids,
     free_port,
     jupyter_env,
     process_cmdline,
@@ -70,17 +71,7 @@ class Dashboard:
 
     def kernels(self) -> list[int]:
         """Process ids of the kernels the server runs (its ipykernel children)."""
-        found = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/stat") as fh:
-                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            if ppid == self.proc.pid and "ipykernel" in process_cmdline(int(entry)):
-                found.append(int(entry))
+        found = [pid for pid in child_pids(self.proc.pid) if "ipykernel" in process_cmdline(pid)]
         self.seen_kernels.update(found)
         return found
 

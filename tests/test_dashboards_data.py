@@ -108,10 +108,8 @@ def test_durations_attention_spend_and_the_queued_estimate(
     }
     assert {a.job.id for a in flagged} == expected and expected
     reasons = {a.job.state.value: a.reason for a in flagged}
-    assert "provider" in reasons.get("NEEDS_ATTENTION", "provider")
-    assert data.count_attention(ledger, "alice") == sum(
-        r["state"] == "NEEDS_ATTENTION" for r in alice
-    )
+    assert "check with the provider" in reasons["NEEDS_ATTENTION"]
+    assert reasons["FAILED"] == "failed: the device refused the circuit"
 
     spend = data.spend(ledger, None, days=30)
     totals: dict[tuple[Any, str, str], list[float]] = defaultdict(lambda: [0, 0, 0.0])

@@ -22,7 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from qmlops_testing import BELL_QASM2, JupyterServer, free_port, jupyter_env, wait_for
+from qmlops_testing import (
+    BELL_QASM2,
+    JupyterServer,
+    free_port,
+    jupyter_env,
+    parent_pids,
+    process_cmdline,
+    wait_for,
+)
 
 from qmlops_jupyter.client import Client
 
@@ -60,24 +68,15 @@ def fetch(
 def descendants(pid: int) -> dict[int, str]:
     """The live descendants of ``pid``: their command lines."""
     children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
+    for child, parent in parent_pids().items():
+        children.setdefault(parent, []).append(child)
     found: dict[int, str] = {}
     todo = list(children.get(pid, []))
     while todo:
         child = todo.pop()
-        try:
-            with open(f"/proc/{child}/cmdline", "rb") as fh:
-                found[child] = fh.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
+        line = process_cmdline(child)
+        if line:
+            found[child] = line
         todo.extend(children.get(child, []))
     return found
 

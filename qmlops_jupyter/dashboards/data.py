@@ -112,15 +112,6 @@ def job_counts(ledger: Ledger, flt: JobFilter) -> JobCounts:
     return out
 
 
-def backends_seen(ledger: Ledger, owner: str | None) -> list[str]:
-    """The backends the owner's jobs ran on (for the filter's choices)."""
-    query = select(jobs.c.backend).distinct().order_by(jobs.c.backend)
-    if owner is not None:
-        query = query.where(jobs.c.owner == owner)
-    with ledger._read() as conn:
-        return [r[0] for r in conn.execute(query)]
-
-
 @dataclass
 class JobTablePage:
     jobs: list[JobRecord]
@@ -247,15 +238,6 @@ def attention(ledger: Ledger, owner: str | None, limit: int = 20) -> list[Attent
             reason = f"{state.lower()} since {record.created_at:%Y-%m-%d %H:%M} UTC"
         out.append(Attention(record, reason))
     return out
-
-
-def count_attention(ledger: Ledger, owner: str | None) -> int:
-    """How many jobs are NEEDS_ATTENTION (the headline figure)."""
-    where = [jobs.c.state == JobState.NEEDS_ATTENTION.value]
-    if owner is not None:
-        where.append(jobs.c.owner == owner)
-    with ledger._read() as conn:
-        return int(conn.execute(select(func.count()).select_from(jobs).where(*where)).scalar())
 
 
 # -- cost -------------------------------------------------------------------------------------
