@@ -183,6 +183,18 @@ def test_the_jobs_dashboard_shows_the_ledgers_counts_table_pages_and_filters(
     assert figure(page, "active") == sum(by_state.get(s, 0) for s in active)
     assert bars(page, "by_state") == {k: float(v) for k, v in by_state.items()}
     assert bars(page, "by_backend") == {k: float(v) for k, v in by_backend.items()}
+    matrix = sql(
+        db, "SELECT backend, state, count(*) FROM jobs WHERE owner='alice' GROUP BY backend, state"
+    )
+    cells = page.locator("table.qmlops-backend-states td[data-state]")
+    shown = {
+        (
+            cells.nth(i).locator("xpath=..").get_attribute("data-backend"),
+            cells.nth(i).get_attribute("data-state"),
+        ): int(cells.nth(i).get_attribute("data-value"))
+        for i in range(cells.count())
+    }
+    assert {k: v for k, v in shown.items() if v} == {(b, s): n for b, s, n in matrix}
 
     newest = [
         r[0]

@@ -182,6 +182,7 @@ class JobsDashboard(_Page):
         self.headline = _html()
         self.by_state = _html()
         self.by_backend = _html()
+        self.matrix = _html()
         self.queue_times = _html()
         self.run_times = _html()
         self.attention = _html()
@@ -225,6 +226,7 @@ class JobsDashboard(_Page):
             self.headline,
             self.empty,
             widgets.HBox([self.by_state, self.by_backend]),
+            self.matrix,
             widgets.HTML("<h3>Jobs</h3>"),
             widgets.HBox([self.state_filter, self.backend_filter, self.text_filter]),
             self.table,
@@ -303,6 +305,7 @@ class JobsDashboard(_Page):
             sorted(counts.by_backend.items(), key=lambda kv: (-kv[1], kv[0])),
             empty="no jobs yet",
         )
+        self.matrix.value = backend_state_html(counts)
         backends = sorted(counts.by_backend)
         options = [("all", "")] + [(b, b) for b in backends]
         if self.backend_filter.value and self.backend_filter.value not in backends:
@@ -406,7 +409,7 @@ _TABLE_STYLE = f"border-collapse:collapse;font-family:{_FONT};font-size:12px;col
 STYLE = (
     "<style>.qmlops-dashboard table td, .qmlops-dashboard table th "
     "{padding:3px 12px 3px 0;vertical-align:top;text-align:left}"
-    ".qmlops-dashboard table td.num {text-align:right}"
+    ".qmlops-dashboard table .num {text-align:right}"
     ".qmlops-dashboard details.qmlops-more summary {cursor:pointer;color:"
     f"{_MUTED};font-family:{_FONT};font-size:12px;margin:4px 0" + "}</style>"
 )
@@ -416,6 +419,35 @@ def _chip(state: str) -> str:
     from ..notebook.display import state_chip
 
     return state_chip(state)
+
+
+def backend_state_html(counts: data.JobCounts) -> str:
+    """Jobs per backend (rows) and state (columns), the states that occur only."""
+    if not counts.total:
+        return ""
+    states = [s for s in _STATE_ORDER if counts.by_state.get(s)]
+    head = "".join(
+        f'<th class="num" style="color:{charts.STATE_COLOURS.get(s, _MUTED)}">'
+        f"{escape(s.replace('_', ' ').lower())}</th>"
+        for s in states
+    )
+    rows = []
+    for backend in sorted(counts.by_backend, key=lambda b: (-counts.by_backend[b], b)):
+        cells = counts.by_backend_state.get(backend, {})
+        tds = "".join(
+            f'<td class="num" data-state="{s}" data-value="{cells.get(s, 0)}">'
+            f"{cells.get(s, 0):,}</td>"
+            for s in states
+        )
+        rows.append(
+            f'<tr data-backend="{escape(backend)}"><th title="{escape(backend)}" '
+            f'style="white-space:nowrap">'
+            f"{escape(charts.short_backend(backend))}</th>{tds}</tr>"
+        )
+    return (
+        f'<table class="qmlops-backend-states" style="{_TABLE_STYLE}"><thead><tr>'
+        f"<th>backend</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
 
 
 def job_table_html(page: data.JobTablePage) -> str:
