@@ -26,7 +26,8 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from ..states import JobState
+from ..notebook.widgets import _BORDER, _ERROR, _FONT, _MUTED, _TEXT, _client_or_default, _problem
+from ..states import ACTIVE_STATES, JobState
 from . import charts, data
 
 __all__ = [
@@ -38,27 +39,9 @@ __all__ = [
     "jobs_dashboard",
 ]
 
-_TEXT = "var(--jp-ui-font-color1, #222)"
-_MUTED = "var(--jp-ui-font-color2, #666)"
-_BORDER = "var(--jp-border-color2, #e0e0e0)"
-_ERROR = "var(--jp-error-color1, #d32f2f)"
-_FONT = "var(--jp-ui-font-family, system-ui, sans-serif)"
+
 _STATE_ORDER = [s.value for s in JobState]
-_ACTIVE = {"CREATED", "SUBMITTING", "QUEUED", "RUNNING", "CANCELLING"}
-
-
-def _client_or_default(client: Any) -> Any:
-    if client is not None:
-        return client
-    from ..client import get_client
-
-    return get_client()
-
-
-def _problem(exc: BaseException) -> str:
-    from ..notebook.widgets import _problem as problem
-
-    return problem(exc)
+_ACTIVE = {s.value for s in ACTIVE_STATES}
 
 
 def tile(name: str, label: str, value: int | float, text: str | None = None) -> str:
