@@ -528,3 +528,48 @@ def test_import_stays_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_store_left_half_migrated_by_a_killed_process_opens_on_the_next_try(
+    tmp_path: Path,
+) -> None:
+    """A kernel that ends while its tracking thread creates a new local store leaves Alembic's
+    ``_alembic_tmp_<table>`` copy behind (seen with a SIGKILL three seconds into a new store's
+    creation), and MLflow's migration then fails on it every time. The next opening, under the
+    store's file lock, drops the leftover and migrates again. The factory stands in for
+    ``MlflowClient``: it fails as MLflow does while such a table exists."""
+    import sqlite3
+
+    from qmlops_jupyter.tracking.mlflow_io import _open_sqlite_store
+
+    db = tmp_path / "mlflow.db"
+    with sqlite3.connect(db) as con:
+        con.execute("CREATE TABLE tags (key TEXT)")
+        con.execute("CREATE TABLE _alembic_tmp_tags (key TEXT)")
+    calls = []
+
+    class Store:
+        def __init__(self, tracking_uri: str) -> None:
+            calls.append(tracking_uri)
+            with sqlite3.connect(db) as con:
+                names = [r[0] for r in con.execute("SELECT name FROM sqlite_master")]
+            if "_alembic_tmp_tags" in names:
+                raise RuntimeError(
+                    "(sqlite3.OperationalError) table _alembic_tmp_tags already exists"
+                )
+
+        def search_experiments(self, max_results: int) -> list[Any]:
+            return []
+
+    opened = _open_sqlite_store(Store, f"sqlite:///{db}")
+    assert isinstance(opened, Store) and len(calls) == 2
+    with sqlite3.connect(db) as con:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert tables == {"tags"}
+
+    class Broken(Store):
+        def __init__(self, tracking_uri: str) -> None:
+            raise RuntimeError("database disk image is malformed")
+
+    with pytest.raises(RuntimeError, match="malformed"):  # anything else is not repaired
+        _open_sqlite_store(Broken, f"sqlite:///{db}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 import os
 import threading
@@ -276,8 +277,6 @@ def client_for(uri: str) -> Any:
     # Ending a run on a server prints "View run at ..." to stdout, which would land inside
     # `qmlops runs --json` and in notebook cells for every job.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    import logging
-
     from mlflow.tracking import MlflowClient
 
     # A new local store announces its table creation at INFO; that is not news to our users.
@@ -311,12 +310,44 @@ def _open_sqlite_store(factory: Any, uri: str) -> Any:
     with open(path.with_name(path.name + ".init.lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            client = factory(tracking_uri=uri)
-            client.search_experiments(max_results=1)
+            try:
+                client = factory(tracking_uri=uri)
+                client.search_experiments(max_results=1)
+            except Exception as exc:
+                if not _drop_interrupted_migration(path, exc):
+                    raise
+                client = factory(tracking_uri=uri)
+                client.search_experiments(max_results=1)
             _use_wal(path)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return client
+
+
+def _drop_interrupted_migration(path: Any, exc: BaseException) -> bool:
+    """Drop what a migration of the store left when its process died in the middle of one
+    (a kernel ending while its tracking thread created a new store): Alembic's batch
+    operations copy a table into ``_alembic_tmp_<table>``, and a leftover copy makes every
+    later migration fail. Called under the store's file lock, so no migration is under way;
+    the interrupted step then runs again. True if there was such a leftover."""
+    import sqlite3
+
+    if "_alembic_tmp_" not in str(exc):
+        return False
+    con = sqlite3.connect(str(path), timeout=30)
+    try:
+        tables = con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        names = [row[0] for row in tables if row[0].startswith("_alembic_tmp_")]
+        for name in names:
+            con.execute(f'DROP TABLE "{name}"')
+        con.commit()
+    finally:
+        con.close()
+    if names:
+        logging.getLogger("qmlops_jupyter.tracking").warning(
+            "tracking store %s: dropped %s, left by an interrupted migration", path, names
+        )
+    return bool(names)
 
 
 def experiment_id(client: Any, uri: str, name: str, artifact_root: str | None) -> str:
