@@ -14,16 +14,13 @@ from collections.abc import Callable, Mapping, Sequence
 from html import escape
 
 from ..notebook.display import STATE_COLOURS
+from ..notebook.histogram import _FONT, _GRID, _MUTED, _TEXT, grid_line
 
 __all__ = [
     "STATE_COLOURS", "bar_chart", "column_chart", "duration_histogram", "line_chart", "meter",
     "short_backend",
 ]  # fmt: skip
 
-_TEXT = "var(--jp-ui-font-color1, #222)"
-_MUTED = "var(--jp-ui-font-color2, #666)"
-_GRID = "var(--jp-border-color2, #ddd)"
-_FONT = "var(--jp-ui-font-family, system-ui, sans-serif)"
 #: One colour per series or bar group (JupyterLab's palette where it has one).
 PALETTE = (
     "var(--jp-brand-color1, #1976d2)",
@@ -146,11 +143,7 @@ def column_chart(
     parts = [_svg_open(name, width, height, title)]
     for frac in (0.0, 0.5, 1.0):
         y = top + plot_h - frac * plot_h
-        parts.append(
-            f'<line x1="{left}" y1="{y:.1f}" x2="{width - right}" y2="{y:.1f}" '
-            f'stroke="{_GRID}"/><text x="{left - 4}" y="{y + 4:.1f}" fill="{_MUTED}" '
-            f'text-anchor="end">{escape(fmt(frac * peak) if frac else "0")}</text>'
-        )
+        parts.append(grid_line(left, width - right, y, fmt(frac * peak) if frac else "0"))
     for i, (label, value) in enumerate(items):
         h = plot_h * value / peak
         x = left + i * slot + slot * 0.1
@@ -218,12 +211,7 @@ def line_chart(
     parts = [_svg_open(name, width, height, title)]
     for frac in (0.0, 0.5, 1.0):
         value = y0 + frac * (y1 - y0)
-        y = sy(value)
-        parts.append(
-            f'<line x1="{left}" y1="{y:.1f}" x2="{width - right}" y2="{y:.1f}" '
-            f'stroke="{_GRID}"/><text x="{left - 4}" y="{y + 4:.1f}" fill="{_MUTED}" '
-            f'text-anchor="end">{value:.4g}</text>'
-        )
+        parts.append(grid_line(left, width - right, sy(value), f"{value:.4g}"))
     parts.append(
         f'<text x="{left + plot_w / 2}" y="{top + plot_h + 14}" fill="{_MUTED}" '
         f'text-anchor="middle">{escape(x_label)}: {x0:g} … {x1:g}</text>'

@@ -29,6 +29,15 @@ def _ordered(counts: Mapping[str, int], max_bars: int) -> list[tuple[str, int]]:
     return [*sorted(top), ("other", rest)]
 
 
+def grid_line(x0: float, x1: float, y: float, label: str) -> str:
+    """A horizontal grid line of a chart from ``x0`` to ``x1`` at ``y``, its value at the left."""
+    return (
+        f'<line x1="{x0}" y1="{y:.1f}" x2="{x1}" y2="{y:.1f}" stroke="{_GRID}" stroke-width="1"/>'
+        f'<text x="{x0 - 4}" y="{y + 4:.1f}" fill="{_MUTED}" text-anchor="end">'
+        f"{escape(label)}</text>"
+    )
+
+
 def histogram_svg(
     counts: Mapping[str, int],
     *,
@@ -56,12 +65,7 @@ def histogram_svg(
         )
     for frac in (0.0, 0.5, 1.0):
         y = top + plot_h - frac * plot_h
-        parts.append(
-            f'<line x1="{left}" y1="{y:.1f}" x2="{width - right}" y2="{y:.1f}" '
-            f'stroke="{_GRID}" stroke-width="1"/>'
-            f'<text x="{left - 4}" y="{y + 4:.1f}" fill="{_MUTED}" text-anchor="end">'
-            f"{frac * peak:.2f}</text>"
-        )
+        parts.append(grid_line(left, width - right, y, f"{frac * peak:.2f}"))
     if not bars:
         parts.append(
             f'<text x="{left + plot_w / 2}" y="{top + plot_h / 2}" fill="{_MUTED}" '
