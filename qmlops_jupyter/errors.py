@@ -149,6 +149,15 @@ class PipelineExists(QmlopsError):
     code = "pipeline_exists"
 
 
+class Forbidden(QmlopsError):
+    """The caller's role does not allow this (a viewer submitting, a user changing another
+    user's job or budget)."""
+
+    http_status = 403
+    exit_code = 10
+    code = "forbidden"
+
+
 class PipelineRunFailed(QmlopsError):
     """The pipeline run ended FAILED, TIMED_OUT or CANCELLED (the exit code of a failed job);
     ``run`` is the run as it ended."""

@@ -189,3 +189,16 @@ def job_status(row: Any) -> dict[str, Any]:
         "seq": int(row["seq"]),
         "message": row["message"],
     }
+
+
+class AuditEntry(BaseModel):
+    """One line of the audit log: who (``actor``) did what (``action``) to whose (``owner``)
+    credential, job or budget (``target``), and when. Never a secret."""
+
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    owner: str
+    target: str | None = None
+    detail: dict[str, Any] = Field(default_factory=dict)

@@ -426,3 +426,28 @@ class NotificationCursorRow(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class AuditRow(Base):
+    """Who did what to whose credentials and jobs, and when: every use, store, delete and
+    rotation of a credential, and every action an admin takes on another user's jobs or
+    budgets. Append-only; never a secret (an alias, a job id, a limit)."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigIntKey, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: ``user:alice``, ``admin:dave``, ``engine`` ...
+    actor: Mapped[str] = mapped_column(String(160))
+    #: ``credential.used``, ``credential.stored``, ``admin.cancel`` ...
+    action: Mapped[str] = mapped_column(String(64))
+    #: Whose credential, job or budget it was.
+    owner: Mapped[str] = mapped_column(String(128))
+    #: A credential's alias, a job's id, a budget's backend (or None).
+    target: Mapped[str | None] = mapped_column(String(255))
+    detail: Mapped[dict] = mapped_column(JSON, default=dict)
+
+    __table_args__ = (
+        Index("ix_audit_log_at", "at", "id"),
+        Index("ix_audit_log_owner_at", "owner", "at"),
+    )

@@ -142,16 +142,27 @@ class Vault:
         owner: str,
         *,
         clock: Callable[[], datetime] = utcnow,
+        actor: str | None = None,
     ) -> None:
         self.ledger = ledger
         self.home = Path(home)
         self.owner = owner
         self.clock = clock
+        #: Who the audit log names for what is done through this vault.
+        self.actor = actor or f"user:{owner}"
 
     def for_owner(self, owner: str) -> Vault:
-        """The vault of another owner, on the same database and key (for engine hosts)."""
-        return (
-            self if owner == self.owner else Vault(self.ledger, self.home, owner, clock=self.clock)
+        """The vault of another owner, on the same database and key (for engine hosts: the
+        audit log names the engine as the one using that owner's credentials)."""
+        if owner == self.owner:
+            return self
+        return Vault(self.ledger, self.home, owner, clock=self.clock, actor="engine")
+
+    def _audit(self, conn: Any, action: str, alias: str | None, **detail: Any) -> None:
+        from .. import audit
+
+        audit.write(
+            conn, actor=self.actor, action=action, owner=self.owner, target=alias, detail=detail
         )
 
     # -- keys ----------------------------------------------------------------------------------
@@ -224,6 +235,7 @@ class Vault:
                         .where(credentials.c.owner == self.owner, credentials.c.alias == alias)
                         .values(provider=spec.name, ciphertext=token, hint=hint, updated_at=now)
                     )
+            self._audit(conn, "credential.stored", alias, provider=spec.name)
         return self.info(alias)
 
     def delete(self, alias: str) -> None:
@@ -233,16 +245,21 @@ class Vault:
                     credentials.c.owner == self.owner, credentials.c.alias == alias
                 )
             ).rowcount
+            if gone:
+                self._audit(conn, "credential.deleted", alias)
         if not gone:
             raise self._not_found(alias)
 
-    def touch(self, alias: str) -> None:
-        """Record that the credential was just used."""
+    def touch(self, alias: str, provider: str | None = None) -> None:
+        """Record that the credential was just used (its last use, and the audit log)."""
         with self.ledger._write() as conn:
             conn.execute(
                 update(credentials)
                 .where(credentials.c.owner == self.owner, credentials.c.alias == alias)
                 .values(last_used_at=self.clock())
+            )
+            self._audit(
+                conn, "credential.used", alias, **({"provider": provider} if provider else {})
             )
 
     def rotate(self) -> int:
@@ -264,6 +281,8 @@ class Vault:
                     update(credentials).where(credentials.c.id == row.id).values(ciphertext=token)
                 )
                 count += 1
+            if count:
+                self._audit(conn, "credential.rotated", None, count=count)
         return count
 
     # -- reading -------------------------------------------------------------------------------
@@ -317,7 +336,7 @@ class Vault:
         wanted = provider_spec(provider).name if provider is not None else None
         if wanted is not None and credential.provider != wanted:
             raise InvalidRequest(f"credential {alias!r} is for {credential.provider}, not {wanted}")
-        self.touch(alias)
+        self.touch(alias, credential.provider)
         return dict(credential.fields)
 
     def _not_found(self, alias: str) -> CredentialNotFound:
