@@ -456,6 +456,10 @@ from .dashboard import dashboard  # noqa: E402  (the dashboard server, its own m
 
 cli.add_command(dashboard)
 
+from .admin import admin  # noqa: E402  (operator commands, their own module)
+
+cli.add_command(admin)
+
 
 def main() -> None:
     cli(prog_name="qmlops")

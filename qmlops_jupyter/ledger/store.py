@@ -65,7 +65,7 @@ engines = EngineRow.__table__
 outbox = TrackingOutboxRow.__table__
 
 #: The newest migration; checked on open so Alembic is imported only when there is work to do.
-HEAD_REVISION = "0009"
+HEAD_REVISION = "0010"
 
 _ACTIVE = [s.value for s in ACTIVE_STATES]
 _IN_FLIGHT = [s.value for s in IN_FLIGHT_STATES]
@@ -126,6 +126,31 @@ def normalise_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
     return url
+
+
+def ensure_database(url: str) -> bool:
+    """Create the PostgreSQL database ``url`` names when it does not exist (connecting to the
+    server's ``postgres`` database as the same role); True if it was created. Other databases:
+    nothing to do (SQLite makes its file on first use)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    target = make_url(normalise_url(url))
+    if not target.get_backend_name().startswith("postgresql") or not target.database:
+        return False
+    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            found = conn.execute(
+                text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": target.database}
+            ).first()
+            if found is not None:
+                return False
+            quoted = conn.dialect.identifier_preparer.quote(target.database)
+            conn.execute(text(f"CREATE DATABASE {quoted}"))
+            return True
+    finally:
+        admin.dispose()
 
 
 def new_job_id() -> str:
@@ -393,19 +418,20 @@ class Ledger:
 
     def list_jobs(
         self,
-        owner: str | None,
+        owner: str | Sequence[str] | None,
         *,
         state: JobState | str | None = None,
         backend: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> JobPage:
-        """Newest first, ``limit`` at a time; pass the returned ``next`` to get the next page."""
+        """Newest first, ``limit`` at a time; pass the returned ``next`` to get the next page.
+        ``owner``: one owner, several, or None for every owner's."""
         if not 1 <= limit <= 1000:
             raise InvalidRequest(f"limit must be between 1 and 1000, not {limit}")
         query = _job_select()
         if owner is not None:
-            query = query.where(jobs.c.owner == owner)
+            query = query.where(_owned_by(jobs.c.owner, owner))
         if state is not None:
             query = query.where(jobs.c.state == JobState.parse(str(state)).value)
         if backend is not None:
@@ -438,7 +464,7 @@ class Ledger:
 
     def status_events(
         self,
-        owner: str | None,
+        owner: str | Sequence[str] | None,
         after: int,
         *,
         job_ids: Sequence[str] | None = None,
@@ -466,7 +492,7 @@ class Ledger:
             .limit(limit)
         )
         if owner is not None:
-            query = query.where(events.c.owner == owner)
+            query = query.where(_owned_by(events.c.owner, owner))
         if job_ids is not None:
             query = query.where(events.c.job_id.in_(list(job_ids)))
         with self._read() as conn:
@@ -958,6 +984,10 @@ class Changed(NamedTuple):
     at: datetime
     #: The job's lineage (set when it is tracked: its completion goes to the outbox).
     lineage: Any = None
+
+
+def _owned_by(column: Any, owner: str | Sequence[str]) -> Any:
+    return column == owner if isinstance(owner, str) else column.in_(list(owner))
 
 
 def _owner_of(job_id: str) -> Any:
