@@ -36,6 +36,7 @@ RESOURCES = {
     "/estimate": "qmlops:budget",
     "/runs": "qmlops:runs",
     "/dashboards": "qmlops:dashboards",
+    "/audit": "qmlops:audit",
     "/pipelines": "qmlops:pipelines",
     "/pipelines/{name_or_id}": "qmlops:pipelines",
     "/pipelines/{name_or_id}/pause": "qmlops:pipelines",

@@ -84,6 +84,23 @@ class QmlopsApp(ExtensionApp):
         "qmlops_jupyter.submit in a notebook goes through this server.",
     )
     workers = Int(8, config=True, help="Threads for ledger and provider calls of API requests.")
+    multi_user = Bool(
+        False,
+        config=True,
+        help="Serve a team from this one engine (the `qmlops` JupyterHub service): every "
+        "request acts as the hub user whose token it carries, within that user's role "
+        "(qmlops_jupyter.access). Set by `python -m qmlops_jupyter.server.hub.service`.",
+    )
+    service_url = Unicode(
+        None,
+        allow_none=True,
+        config=True,
+        help="URL of the team's `qmlops` service (e.g. http://127.0.0.1:8000/services/qmlops/). "
+        "When set, this server hosts no engine and opens no ledger: its qmlops API (the "
+        "sidebar's, the kernels') is forwarded to the service with this server's hub token, "
+        "and the service's job events are re-emitted on this server's event bus. Default: "
+        "QMLOPS_SERVICE_URL.",
+    )
 
     # -- set up ------------------------------------------------------------------------------------
 
@@ -100,9 +117,15 @@ class QmlopsApp(ExtensionApp):
         ):
             if value:
                 os.environ[variable] = value
+        if not self.service_url and os.environ.get("QMLOPS_SERVICE_URL"):
+            self.service_url = os.environ["QMLOPS_SERVICE_URL"]
+        if self.service_url and not self.service_url.endswith("/"):
+            self.service_url += "/"
         #: The core client (ledger, backends, vault, tracking); set by the start hook. Handlers
-        #: wait for :meth:`ready` before they use it.
+        #: wait for :meth:`ready` before they use it. None for good in service mode.
         self.client: Any = None
+        #: Clients of the users a multi-user host serves, by user name (sharing one ledger).
+        self._user_clients: dict[str, Any] = {}
         self._ready = asyncio.Event()
         self._start_error: str | None = None
         self.executor = ThreadPoolExecutor(self.workers, thread_name_prefix="qmlops-api")
@@ -115,8 +138,14 @@ class QmlopsApp(ExtensionApp):
 
         self._configure_voila()
         register_schemas(self.serverapp.event_logger)
-        self.metrics = Metrics(self)
-        self.events = EventPump(self)
+        if self.service_url:
+            from .service_mode import ServiceEvents
+
+            self.metrics = None
+            self.events = ServiceEvents(self)
+        else:
+            self.metrics = Metrics(self)
+            self.events = EventPump(self)
         if self.expose_to_kernels:
             self._expose_to_kernels()
 
@@ -132,6 +161,11 @@ class QmlopsApp(ExtensionApp):
             voila.extension_denylist = list(VOILA_EXTENSION_DENYLIST)
 
     def initialize_handlers(self) -> None:
+        if self.service_url:
+            from .service_mode import routes as forwarded
+
+            self.handlers.extend(forwarded())
+            return
         from .handlers import routes
 
         self.handlers.extend(routes())
@@ -159,6 +193,15 @@ class QmlopsApp(ExtensionApp):
     # -- start and stop with the server -----------------------------------------------------------
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        if self.service_url:
+            self._ready.set()
+            await self.events.start()
+            self.log.info(
+                "qmlops: API at %sqmlops/api/v1/, forwarded to the service at %s",
+                self.serverapp.base_url,
+                self.service_url,
+            )
+            return
         loop = asyncio.get_running_loop()
         try:
             # The client, and the ledger opened (and migrated), off the event loop.
@@ -223,6 +266,34 @@ class QmlopsApp(ExtensionApp):
             raise
         return client
 
+    @property
+    def local_owner(self) -> str:
+        """Whose server this is: the kernels' tokens act as this user."""
+        if self.client is not None:
+            return str(self.client.owner)
+        from ..config import Settings
+
+        return self.owner or os.environ.get("JUPYTERHUB_USER") or Settings.from_env().owner
+
+    def client_for(self, user: str) -> Any:
+        """The client acting as ``user`` (a multi-user host's caller), on this host's ledger,
+        backends file and key; built once per user."""
+        client = self._user_clients.get(user)
+        if client is None:
+            from ..client import Client
+            from ..config import Settings
+
+            overrides = {
+                k: v for k, v in (("home", self.home), ("database_url", self.database_url)) if v
+            }
+            client = Client(
+                Settings.from_env(owner=user, **overrides),
+                ledger=self.client.ledger,
+                lease_ttl=self.lease_ttl,
+            )
+            client = self._user_clients.setdefault(user, client)
+        return client
+
     async def ready(self) -> Any:
         """The client, once the start hook has built it; NotReady (503) if it failed."""
         if self.client is None:
@@ -234,8 +305,12 @@ class QmlopsApp(ExtensionApp):
         return self.client
 
     async def stop_extension(self) -> None:
-        await self.metrics.stop()
+        if self.metrics is not None:
+            await self.metrics.stop()
         await self.events.stop()
+        for user_client in self._user_clients.values():
+            if user_client._tracking is not None:  # the ledger is this host's: kept open
+                user_client._tracking.close()
         if self.engine is not None:
             await self.engine.stop()
             self.engine = None

@@ -148,7 +148,10 @@ class EventPump:
         return newest - len(recent) if recent else newest
 
     def _read(self, after: int) -> list[dict[str, Any]]:
-        return self.app.client.ledger.status_events(self.app.client.owner, after, limit=1000)
+        # A team's service reads every owner's rows (its waiters and metrics are everyone's;
+        # its own event bus has no subscribers: the authorizer closes it).
+        owner = None if self.app.multi_user else self.app.client.owner
+        return self.app.client.ledger.status_events(owner, after, limit=1000)
 
     async def _loop(self) -> None:
         while True:

@@ -7,6 +7,7 @@ from typing import Any
 
 def routes() -> list[tuple[str, Any]]:
     from . import (
+        audit,
         backends,
         budget,
         credentials,
@@ -31,6 +32,7 @@ def routes() -> list[tuple[str, Any]]:
         runs,
         pipelines,
         dashboards,
+        audit,
         health,
         openapi,
     ):

@@ -17,11 +17,13 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 
-from ...errors import InvalidRequest, QmlopsError
+from ...errors import Forbidden, InvalidRequest, QmlopsError
 from ..app import KERNEL_TOKEN_HEADER
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
+
+    from ...access import Access
 
 M = TypeVar("M", bound="BaseModel")
 
@@ -42,8 +44,56 @@ class QmlopsHandler(ExtensionHandlerMixin, APIHandler):
         return self.extensionapp
 
     @property
+    def access(self) -> Access:
+        """What the caller may do: on a team's service, what the hub's scopes on its token say
+        (see :mod:`qmlops_jupyter.access`); on a single-user server, everything of the owner's."""
+        access = getattr(self.current_user, "qmlops_access", None)
+        if access is not None:
+            return access
+        if self.extensionapp.multi_user:
+            from ...access import Access
+
+            return Access(str(getattr(self.current_user, "username", "")))  # no rights
+        from ...access import Access
+
+        return Access.single_user(self.extensionapp.client.owner)
+
+    @property
     def client(self) -> Any:
-        return self.extensionapp.client
+        """The core client acting as the caller."""
+        app = self.extensionapp
+        if app.multi_user:
+            return app.client_for(self.access.user)
+        return app.client
+
+    def owner_query(self) -> str | None:
+        """``?owner=NAME`` (None when absent; 400 when given empty)."""
+        if self.get_query_argument("owner", None) == "":
+            raise InvalidRequest("owner is empty")
+        return self.query("owner")
+
+    def client_of(self, owner: str | None) -> Any:
+        """The client acting as ``owner`` (``?owner=``) when the caller may read that owner's
+        work; 403 otherwise. None: the caller's own."""
+        if owner is None or owner == self.access.user:
+            return self.client
+        if not self.access.can_read(owner):
+            raise Forbidden(f"you may not read {owner}'s work")
+        return self.extensionapp.client_for(owner) if self.extensionapp.multi_user else self.client
+
+    def audit(self, action: str, owner: str, target: str | None = None, **detail: Any) -> Any:
+        """Record an act on another user's work (an admin's) in the audit log."""
+        from ... import audit
+
+        return self.run(
+            audit.record,
+            self.extensionapp.client.ledger,
+            actor=f"{self.access.role}:{self.access.user}",
+            action=action,
+            owner=owner,
+            target=target,
+            detail=detail,
+        )
 
     async def run(self, func: Any, *args: Any, **kwargs: Any) -> Any:
         return await self.extensionapp.run(func, *args, **kwargs)
@@ -64,7 +114,7 @@ class QmlopsHandler(ExtensionHandlerMixin, APIHandler):
         if self.current_user is None and self._kernel_token_ok():
             from jupyter_server.auth.identity import User
 
-            owner = self.extensionapp.client.owner
+            owner = self.extensionapp.local_owner
             self.current_user = User(username=owner, name=owner)
 
     def check_xsrf_cookie(self) -> None:

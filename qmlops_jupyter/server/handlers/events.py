@@ -19,6 +19,7 @@ from tornado import web
 from ...errors import InvalidRequest
 from .base import API, QmlopsHandler
 from .jobs import given, wait_seconds
+from .jobs import owners as readable_owners
 
 #: Longest ``?wait=`` the route accepts, in seconds (under common proxies' idle timeouts).
 MAX_WAIT = 30.0
@@ -68,13 +69,14 @@ class EventsHandler(QmlopsHandler):
         from ...models import job_status
 
         client, pump = self.client, self.app.events
+        owners = readable_owners(self)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         while True:
             # What the pump has read before this look: a row it reads later wakes the wait.
             seen = pump.last_seq
             rows = await self.run(
-                client.ledger.status_events, client.owner, after, job_ids=job_ids, limit=PAGE
+                client.ledger.status_events, owners, after, job_ids=job_ids, limit=PAGE
             )
             if rows:
                 changes = [job_status(r) for r in rows if r["kind"] == "transition"]

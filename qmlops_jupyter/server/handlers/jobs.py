@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
-from ...errors import InvalidRequest
+from ...errors import Forbidden, InvalidRequest
 from ...states import JobState
 from .base import API, QmlopsHandler
 
@@ -105,7 +105,7 @@ class JobsHandler(QmlopsHandler):
         limit = self.int_query("limit", 50, 1, 1000)
         page = await self.run(
             client.ledger.list_jobs,
-            client.owner,
+            owners(self),
             state=self.query("state"),
             backend=self.query("backend"),
             limit=limit,
@@ -187,7 +187,7 @@ class JobHandler(QmlopsHandler):
         wait = wait_seconds(self)
         with_events, with_qasm = flag(self, "events"), flag(self, "qasm")
         client = self.client
-        record = await self.run(client.ledger.get_job, job_id, client.owner)
+        record = await readable_job(self, job_id)
         if wait is not None:
             record = await follow(self, record, wait)
         data = job_json(record)
@@ -205,8 +205,49 @@ class CancelHandler(QmlopsHandler):
     @web.authenticated
     @authorized
     async def post(self, job_id: str) -> None:
-        record = await self.run(self.client.cancel, job_id)
+        record = await readable_job(self, job_id)
+        access = self.access
+        if record.owner == access.user:
+            record = await self.run(self.client.cancel, job_id)
+        elif access.can_change(record.owner):  # an admin's act on another user's job
+            client = self.extensionapp.client_for(record.owner)
+            record = await self.run(
+                self.client.ledger.request_cancel,
+                job_id,
+                actor=f"admin:{access.user}",
+                owner=record.owner,
+            )
+            client._notify_engines()
+            await self.audit("admin.cancel", record.owner, job_id, state=record.state.value)
+        else:
+            raise Forbidden(f"only {record.owner} or an admin may cancel job {job_id}")
         self.reply(job_json(record))
+
+
+def owners(handler: QmlopsHandler) -> str | list[str] | None:
+    """Whose jobs a listing covers: ``?owner=NAME`` (one the caller may read), else every owner
+    the caller may read (one's own; a viewer's grants; everyone's for an admin)."""
+    access = handler.access
+    asked = handler.owner_query()
+    if asked is not None:
+        if not access.can_read(asked):
+            raise Forbidden(f"you may not read {asked}'s jobs")
+        return asked
+    return access.owners()
+
+
+async def readable_job(handler: QmlopsHandler, job_id: str) -> JobRecord:
+    """The job, if the caller may read it; JobNotFound (404) otherwise, as for a job that does
+    not exist: another user's job ids are not confirmed."""
+    from ...errors import JobNotFound
+
+    access = handler.access
+    only = next(iter(access.readable)) if access.readable and len(access.readable) == 1 else None
+    # One readable owner: ids (and id prefixes) are looked up among that owner's jobs alone.
+    record = await handler.run(handler.client.ledger.get_job, job_id, only)
+    if not access.can_read(record.owner):
+        raise JobNotFound(f"no job with id {job_id!r}")
+    return record
 
 
 ROUTES = [

@@ -82,3 +82,26 @@ class CredentialRequest(BaseModel):
 
     provider: str
     secret: dict[str, str]
+
+
+class PipelineCreateRequest(BaseModel):
+    """The body of ``POST /pipelines``: what ``qmlops pipeline schedule`` takes. ``notebook``
+    is a path (on a single-user server: absolute, or under the server's root); ``content`` the
+    notebook itself (nbformat 4 JSON), which a team's service keeps as the pipeline's copy:
+    it never reads a user's files."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cron: str = Field(min_length=1, max_length=256)
+    notebook: str = Field(min_length=1, max_length=4096)
+    content: dict[str, Any] | None = None
+    name: str | None = Field(default=None, max_length=128)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    backend: str | None = Field(default=None, max_length=128)
+    credential: str | None = Field(default=None, max_length=128)
+    experiment: str | None = Field(default=None, max_length=256)
+    timeout: float | None = None
+    retries: int = 0
+    timezone: str = "UTC"
+    catch_up: str = "once"
+    stale_after: float = 86400.0

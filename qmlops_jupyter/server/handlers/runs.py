@@ -1,6 +1,7 @@
 """``GET /qmlops/api/v1/runs``: this owner's MLflow runs that hold jobs, newest first, as
 ``qmlops runs --json`` lists them (404 for an unknown experiment, 503 when the tracking store
-cannot be reached)."""
+cannot be reached). On a team's service, ``?owner=NAME`` reads another user's runs when the
+caller's role grants it (an admin; a viewer granted that user), 403 otherwise."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ class RunsHandler(QmlopsHandler):
         limit = self.int_query("limit", 20, 1, 10_000)
         from ...cli.tracking import list_runs
 
-        runs = await self.run(list_runs, self.client, self.query("experiment"), limit)
+        client = self.client_of(self.owner_query())
+        runs = await self.run(list_runs, client, self.query("experiment"), limit)
         self.reply({"runs": runs})
 
 

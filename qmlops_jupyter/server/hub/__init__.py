@@ -1,0 +1,1 @@
+"""The JupyterHub side: the `qmlops` and `mlflow` services a team's hub runs."""
