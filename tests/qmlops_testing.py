@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 # Imported here, once, before any test starts an engine whose threads load backends: Qiskit
@@ -690,3 +693,65 @@ def process_cmdline(pid: int) -> str:
             return fh.read().replace(b"\0", b" ").decode(errors="replace").strip()
     except OSError:
         return ""
+
+
+# -- a team's hub ---------------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def unavailable(message: str) -> None:
+    """Fail under CI (everything the suite needs must be there), skip on a laptop without it."""
+    import pytest
+
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def configurable_http_proxy() -> str:
+    """The hub's proxy: jupyterhub/node_modules' configurable-http-proxy (``make hub-proxy``,
+    which ``make test`` runs), installed here from the lock file when missing."""
+    binary = REPO / "jupyterhub" / "node_modules" / ".bin" / "configurable-http-proxy"
+    if not binary.exists():
+        npm = shutil.which("npm")
+        if npm is None:
+            unavailable("npm is needed to install configurable-http-proxy (make hub-proxy)")
+        done = subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund"],
+            cwd=REPO / "jupyterhub",
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if done.returncode != 0 or not binary.exists():
+            unavailable(f"npm could not install configurable-http-proxy: {done.stderr[-300:]}")
+    return str(binary)
+
+
+@contextmanager
+def postgres_database(prefix: str) -> Iterator[str]:
+    """A fresh PostgreSQL database on the test server (``QMLOPS_TEST_POSTGRES_URL``), dropped
+    afterwards; its URL. Under CI a missing server fails the test."""
+    import sqlalchemy as sa
+
+    from qmlops_jupyter.ledger.store import normalise_url
+
+    base = sa.engine.make_url(
+        normalise_url(os.environ.get("QMLOPS_TEST_POSTGRES_URL", DEFAULT_POSTGRES))
+    )
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        admin.dispose()
+        unavailable(f"PostgreSQL at {base.host}:{base.port} is not usable: {type(exc).__name__}")
+    try:
+        yield base.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
