@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.qmlops-installed
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 PORT ?= 8888
 
-.PHONY: venv labextension run test test-js bench lint format lock clean
+.PHONY: venv labextension run hub hub-proxy test test-js bench lint format lock clean
 
 # The package is installed editable without its JupyterLab extension build hook: the extension is
 # built below with the venv's jlpm and linked into the venv (what `labextension develop` does).
@@ -53,12 +53,27 @@ run: venv labextension
 	@$(BIN)/qmlops backends
 	$(BIN)/jupyter lab --ip=127.0.0.1 --port=$(PORT) --no-browser $(ROOT_FLAG)
 
+# A team's deployment on this machine (jupyterhub/jupyterhub_config.py, docs/hub.md): the hub,
+# its proxy (configurable-http-proxy from the registry npm is configured with), the `qmlops`
+# service on a PostgreSQL ledger (QMLOPS_DATABASE_URL; the databases are made when missing), the
+# MLflow service and the idle culler, all on 127.0.0.1. Admins: QMLOPS_HUB_ADMINS (default admin).
+HUB_PROXY := jupyterhub/node_modules/.bin/configurable-http-proxy
+
+$(HUB_PROXY): jupyterhub/package.json jupyterhub/package-lock.json
+	cd jupyterhub && npm ci --no-audit --no-fund
+	@touch $@
+
+hub-proxy: $(HUB_PROXY)
+
+hub: venv labextension $(HUB_PROXY)
+	cd jupyterhub && QMLOPS_HUB_CREATE_DATABASES=1 $(abspath $(BIN))/jupyterhub -f jupyterhub_config.py
+
 # Programs the tests run for real (Prometheus, Node.js, Chromium) come from Debian's packages
 # when missing. The extension's jest tests run first, then every Python test (the browser tests
 # drive the built extension in headless Chromium).
 test: venv
 	@scripts/system-packages.sh
-	@$(MAKE) --no-print-directory labextension
+	@$(MAKE) --no-print-directory labextension hub-proxy
 	$(JLPM) test --ci
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
