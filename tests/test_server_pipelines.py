@@ -431,3 +431,51 @@ def test_another_owners_pipelines_and_runs_are_invisible(lab: Lab) -> None:
     assert still.schedule is not None and not still.schedule.paused and still.last_run is not None
     assert still.last_run.id == run.id  # no run was added
     PipelineRuns(lab.client.ledger).update(run.id, state="CANCELLED")
+
+
+def test_post_pipelines_saves_a_schedule_from_a_path_or_the_notebook_itself(lab: Lab) -> None:
+    post = lambda body: lab.server.request("POST", API + "/pipelines", body)  # noqa: E731
+    # A path under the server's root, as the sidebar or a script would name it.
+    root = lab.good.parent.parent / "root"  # the server's root (running_server)
+    (root / "notebooks").mkdir(parents=True, exist_ok=True)
+    in_root = root / "notebooks" / "nightly.ipynb"
+    in_root.write_text(lab.good.read_text(encoding="utf-8"), encoding="utf-8")
+    got, body = post(
+        {"notebook": "notebooks/nightly.ipynb", "cron": "0 4 * * *", "name": "by-path"}
+    )
+    assert got == 201, body
+    lab.spec.check("POST", "/pipelines", got, body)
+    assert body["name"] == "by-path" and body["notebook"] == str(in_root)
+    assert body["schedule"]["cron"] == "0 4 * * *"
+    # The notebook itself: kept as the pipeline's own copy under the home.
+    content = json.loads(lab.good.read_text(encoding="utf-8"))
+    got, body = post(
+        {
+            "notebook": "elsewhere/copy.ipynb",
+            "content": content,
+            "cron": "30 5 * * 1",
+            "parameters": {"label": "x"},
+        }
+    )
+    assert got == 201, body
+    copy = Path(body["notebook"])
+    assert body["name"] == "copy" and copy.is_relative_to(lab.home / "pipelines" / "notebooks")
+    assert json.loads(copy.read_text(encoding="utf-8")) == content
+    # A name taken: 409, and the kept copy is not replaced by the refused request's notebook.
+    other = {**content, "cells": content["cells"][:1]}
+    got, body = post({"notebook": "copy.ipynb", "content": other, "cron": "0 1 * * *"})
+    assert got == 409 and body["error"] == "pipeline_exists", body
+    assert json.loads(copy.read_text(encoding="utf-8")) == content
+    # Bad input: one line, 400, nothing saved.
+    before = len(Pipelines(lab.client.ledger).list(lab.owner))
+    for bad in (
+        {"notebook": "x.ipynb", "content": {"cells": "no"}, "cron": "0 1 * * *"},
+        {"notebook": "notebooks/missing.ipynb", "cron": "0 1 * * *"},
+        {"notebook": "notebooks/nightly.ipynb", "cron": "every day", "name": "never"},
+        {"notebook": "notebooks/nightly.ipynb", "cron": "0 1 * * *", "timezone": "Mars/Olympus"},
+        {"notebook": "notebooks/nightly.ipynb"},
+    ):
+        got, body = post(bad)
+        assert got == 400 and "\n" not in body["message"], (bad, body)
+        lab.spec.check("POST", "/pipelines", got, body)
+    assert len(Pipelines(lab.client.ledger).list(lab.owner)) == before
