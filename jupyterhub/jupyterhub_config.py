@@ -64,7 +64,7 @@ if authenticator == "native":
     # OAuthenticator.)
     import nativeauthenticator
 
-    c.JupyterHub.authenticator_class = "native"
+    c.JupyterHub.authenticator_class = "qmlops_jupyter.server.hub.native.LabAuthenticator"
     c.JupyterHub.template_paths = [str(Path(nativeauthenticator.__file__).parent / "templates")]
     c.NativeAuthenticator.open_signup = False
     c.NativeAuthenticator.minimum_password_length = 10

@@ -145,6 +145,9 @@ class RemoteClient:
         self._http: httpx.Client | None = None
         self._local: Client | None = None
         self._lock = threading.Lock()
+        #: The server forwards to a team's ``qmlops`` service (``QMLOPS_SERVICE_URL``): the vault
+        #: and budgets are the service's too, never a local ledger in the user's home.
+        self.service_mode = bool(os.environ.get("QMLOPS_SERVICE_URL"))
 
     def __repr__(self) -> str:
         return f"<RemoteClient {self.api}>"
@@ -174,7 +177,7 @@ class RemoteClient:
 
     @property
     def vault(self) -> Any:
-        return self.local.vault
+        return RemoteVault(self) if self.service_mode else self.local.vault
 
     @property
     def tracking(self) -> Any:
@@ -185,10 +188,39 @@ class RemoteClient:
         return self.local.driver
 
     def budgets(self) -> list[Any]:
-        return self.local.budgets()
+        if not self.service_mode:
+            return self.local.budgets()
+        from .cost.budgets import BudgetStatus
+
+        return [BudgetStatus.model_validate(b) for b in self._call("GET", "/budget")]
 
     def set_budget(self, **limits: Any) -> Any:
-        return self.local.set_budget(**limits)
+        if not self.service_mode:
+            return self.local.set_budget(**limits)
+        body = {k: v for k, v in limits.items() if v is not None}
+        from .cost.budgets import BudgetStatus
+
+        return [BudgetStatus.model_validate(b) for b in self._call("PUT", "/budget", json=body)]
+
+    def schedule_pipeline(self, notebook: str | Path, **fields: Any) -> Any:
+        """Save ``notebook`` (its content, read here) as a pipeline on a cron schedule through
+        the server: ``POST /pipelines`` with the fields of ``qmlops pipeline schedule``."""
+        import json as json_module
+
+        from .pipelines.models import Pipeline
+
+        path = Path(notebook).expanduser()
+        if path.suffix != ".ipynb":
+            raise InvalidRequest(f"{notebook}: not a notebook (expected a .ipynb file)")
+        try:
+            content = json_module.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise InvalidRequest(
+                f"{notebook}: cannot read the notebook ({exc.__class__.__name__})"
+            ) from None
+        body = {k: v for k, v in fields.items() if v is not None}
+        body.update(notebook=path.name, content=content)
+        return Pipeline.model_validate(self._call("POST", "/pipelines", json=body))
 
     def engine_alive(self) -> bool:
         return self.local.engine_alive()
@@ -418,6 +450,8 @@ class RemoteClient:
             ) from None
         if resp.status_code >= 400:
             raise _error(resp, self.url)
+        if resp.status_code == 204:
+            return None
         try:
             return resp.json()
         except ValueError:
@@ -425,6 +459,62 @@ class RemoteClient:
                 f"the qmlops server at {self.url} answered {method} {path} with no JSON",
                 resp.status_code,
             ) from None
+
+
+class RemoteVault:
+    """The vault of a team's ``qmlops`` service, through the API (service mode): what the
+    magics, widgets and CLI ask of a vault, write-only as the API is. Secrets go in and never
+    come out; nothing is kept in the user's home."""
+
+    def __init__(self, client: RemoteClient) -> None:
+        self.client = client
+        self.owner = client.owner
+
+    def list(self) -> list[Any]:
+        from .vault.store import CredentialInfo
+
+        return [CredentialInfo.model_validate(c) for c in self.client._call("GET", "/credentials")]
+
+    def info(self, alias: str) -> Any:
+        from .errors import CredentialNotFound
+
+        for found in self.list():
+            if found.alias == alias:
+                return found
+        raise CredentialNotFound(f"no credential named {alias!r}")
+
+    def has_provider(self, provider: str) -> bool:
+        return any(c.provider == provider for c in self.list())
+
+    def set(self, alias: str, provider: str, values: Any) -> Any:
+        from urllib.parse import quote
+
+        from .vault.store import CredentialInfo
+
+        secret = {k: v for k, v in dict(values).items() if v is not None}
+        stored = self.client._call(
+            "PUT",
+            f"/credentials/{quote(alias, safe='')}",
+            json={"provider": provider, "secret": secret},
+        )
+        return CredentialInfo.model_validate(stored)
+
+    def delete(self, alias: str) -> None:
+        from urllib.parse import quote
+
+        self.client._call("DELETE", f"/credentials/{quote(alias, safe='')}")
+
+    def rotate(self) -> int:
+        raise InvalidRequest(
+            "the team's vault key is the operator's: they rotate it with 'qmlops admin rotate-keys'"
+        )
+
+    def get(self, alias: str) -> Any:
+        raise InvalidRequest(
+            f"credential {alias!r} is used by the team's service; it never leaves it"
+        )
+
+    resolve = get
 
 
 class RemoteJob(Job):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -122,9 +123,11 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
-    root = tmp_path_factory.mktemp("hub")
+@contextlib.contextmanager
+def running_hub(root: Path, **settings: str) -> Iterator[Hub]:
+    """``jupyterhub -f jupyterhub/jupyterhub_config.py`` on loopback, on fresh PostgreSQL
+    databases and free ports, with the IonQ emulator behind the service's ``ionq:qpu.aria-1``;
+    ``settings`` are more QMLOPS_HUB_* variables. Stopped, with everything it started."""
     state = root / "state"
     proxy = configurable_http_proxy()
     with (
@@ -145,16 +148,8 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
             **os.environ,
             "QMLOPS_HUB_STATE": str(state),
             "QMLOPS_HUB_PROXY": proxy,
-            "QMLOPS_HUB_AUTHENTICATOR": "shared-password",
-            "QMLOPS_HUB_TESTING": "1",
-            "QMLOPS_HUB_TEST_PASSWORD": PASSWORD,
-            "QMLOPS_HUB_TEST_ADMIN_PASSWORD": ADMIN_PASSWORD,
             "QMLOPS_HUB_TEST_API_TOKEN": TESTS_TOKEN,
             "QMLOPS_HUB_PROMETHEUS_TOKEN": PROMETHEUS_TOKEN,
-            "QMLOPS_HUB_USERS": "alice,bob",
-            "QMLOPS_HUB_VIEWERS": "carol",
-            "QMLOPS_HUB_ADMINS": "dave",
-            "QMLOPS_HUB_GRANTS": "carol=alice",
             "QMLOPS_DATABASE_URL": ledger_url,
             "QMLOPS_MLFLOW_BACKEND_URI": mlflow_url,
             "QMLOPS_CRYPT_KEY": crypt_key,
@@ -165,6 +160,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
             "QMLOPS_HUB_MLFLOW_PORT": str(free_port()),
             "QMLOPS_LEASE_TTL": "3",
             "MLFLOW_DISABLE_TELEMETRY": "true",
+            **settings,
         }
         for name in ("QMLOPS_HOME", "QMLOPS_OWNER", "QMLOPS_SERVICE_URL", "MLFLOW_TRACKING_URI"):
             env.pop(name, None)
@@ -193,14 +189,6 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
                     return False
 
             wait_for(service_answers, 60, "the hub")
-            for user in USERS:
-                answer = the_hub.hub_api("POST", f"/users/{user}/tokens", json={"note": "tests"})
-                assert answer.status_code == 201, answer.text
-                the_hub.tokens[user] = answer.json()["token"]
-            for user in USERS:
-                the_hub.hub_api("POST", f"/users/{user}/server")
-            for user in USERS:
-                wait_for(lambda u=user: the_hub.server_ready(u), 90, f"{user}'s server")
             yield the_hub
         finally:
             leftovers = _descendants(proc.pid)
@@ -213,6 +201,30 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             emulator.kill()
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+    with running_hub(
+        tmp_path_factory.mktemp("hub"),
+        QMLOPS_HUB_AUTHENTICATOR="shared-password",
+        QMLOPS_HUB_TESTING="1",
+        QMLOPS_HUB_TEST_PASSWORD=PASSWORD,
+        QMLOPS_HUB_TEST_ADMIN_PASSWORD=ADMIN_PASSWORD,
+        QMLOPS_HUB_USERS="alice,bob",
+        QMLOPS_HUB_VIEWERS="carol",
+        QMLOPS_HUB_ADMINS="dave",
+        QMLOPS_HUB_GRANTS="carol=alice",
+    ) as the_hub:
+        for user in USERS:
+            answer = the_hub.hub_api("POST", f"/users/{user}/tokens", json={"note": "tests"})
+            assert answer.status_code == 201, answer.text
+            the_hub.tokens[user] = answer.json()["token"]
+        for user in USERS:
+            the_hub.hub_api("POST", f"/users/{user}/server")
+        for user in USERS:
+            wait_for(lambda u=user: the_hub.server_ready(u), 90, f"{user}'s server")
+        yield the_hub
 
 
 def submit(hub: Hub, user: str, backend: str = "aer", **extra: Any) -> httpx.Response:
@@ -585,6 +597,37 @@ def test_a_notebook_on_a_users_server_submits_through_the_service(hub: Hub) -> N
     assert second == "no-db no-key"
 
 
+def test_a_notebooks_credentials_and_budgets_live_in_the_service(hub: Hub) -> None:
+    """What the credential form and ``%qmlops creds``/``budget`` use (the client's vault and
+    budgets) goes to the service's vault and ledger: nothing in the user's home."""
+    printed = run_in_kernel(
+        hub,
+        "bob",
+        "import qmlops_jupyter as q\n"
+        "client = q.get_client()\n"
+        f"info = client.vault.set('from-kernel', 'ionq', {{'api_key': {IONQ_KEY!r}}})\n"
+        "client.set_budget(backend=None, shots_per_day=123456)\n"
+        "print(info.alias, info.hint, [c.alias for c in client.vault.list()])\n"
+        "print([b.shots_per_day.limit for b in client.budgets() if b.backend == '*'])\n"
+        "try:\n    client.vault.resolve('from-kernel')\nexcept Exception as exc:\n"
+        "    print('refused', type(exc).__name__)\n",
+    )
+    assert IONQ_KEY not in printed
+    lines = printed.strip().splitlines()
+    assert lines[-3].startswith("from-kernel …") and "'from-kernel'" in lines[-3], printed
+    assert lines[-2] == "[123456]" and lines[-1] == "refused InvalidRequest", printed
+    stored = [c["alias"] for c in hub.call("bob", "GET", "credentials").json()]
+    assert "from-kernel" in stored
+    audit = hub.call("bob", "GET", "audit?action=credential.stored").json()["entries"]
+    assert audit[0]["target"] == "from-kernel" and audit[0]["actor"] == "user:bob"
+    # The user's home holds no ledger row of it (no vault, no key file there).
+    home = hub.state / "users" / "bob"
+    for path in home.rglob("*"):
+        if path.is_file() and path.stat().st_size < 5_000_000:
+            assert IONQ_KEY.encode() not in path.read_bytes(), path
+    assert not list(home.rglob("vault.key"))
+
+
 def test_prometheus_scrapes_the_service_with_its_own_token(hub: Hub) -> None:
     headers = {"Authorization": f"Bearer {PROMETHEUS_TOKEN}"}
     scraped = httpx.get(f"{hub.url}/services/qmlops/metrics", headers=headers, timeout=30)
@@ -596,3 +639,79 @@ def test_prometheus_scrapes_the_service_with_its_own_token(hub: Hub) -> None:
     jobs = httpx.get(f"{hub.url}/services/qmlops/qmlops/api/v1/jobs", headers=headers, timeout=30)
     assert jobs.status_code == 200 and jobs.json()["jobs"] == []
     assert httpx.get(f"{hub.url}/services/qmlops/metrics", timeout=30).status_code == 403
+
+
+# -- a lab's login: NativeAuthenticator, as `make hub` starts it --------------------------------
+
+
+def _form(browser: httpx.Client, url: str, path: str, **fields: str) -> httpx.Response:
+    """Submit a hub form the way a browser does: the page first (for its _xsrf), then the POST."""
+    page = browser.get(url + path)
+    xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text)
+    return browser.post(url + path, data={**fields, "_xsrf": xsrf.group(1) if xsrf else ""})
+
+
+def test_a_lab_signs_up_logs_in_and_submits_through_its_server(tmp_path: Path) -> None:
+    """The default authenticator (NativeAuthenticator): the admin signs up and is in at once;
+    anyone else waits for the admin's approval; a logged-in browser opens JupyterLab with the
+    extension and submits through its server to the service (cookie and XSRF token)."""
+    password = "Lab-password-4471"
+    with running_hub(tmp_path, QMLOPS_HUB_ADMINS="dave", QMLOPS_HUB_USERS="dave") as lab:
+        dave = httpx.Client(follow_redirects=True, timeout=120)
+        signed = _form(
+            dave,
+            lab.url,
+            "/hub/signup",
+            username="dave",
+            signup_password=password,
+            signup_password_confirmation=password,
+        )
+        assert signed.status_code == 200, signed.text[-500:]
+        logged = _form(dave, lab.url, "/hub/login?next=", username="dave", password=password)
+        assert logged.status_code == 200, logged.text[-500:]
+        # The spawn page first, then JupyterLab itself, with the labextension in its page.
+        wait_for(
+            lambda: "qmlops-jupyter" in dave.get(f"{lab.url}/user/dave/lab").text, 90, "JupyterLab"
+        )
+        xsrf = dave.cookies.get("_xsrf", path="/user/dave/") or ""
+        made = dave.post(
+            f"{lab.url}/user/dave/qmlops/api/v1/jobs?wait=30",
+            headers={"X-XSRFToken": xsrf},
+            json={"circuits": [BELL], "backend": "aer", "shots": 10},
+        )
+        assert made.status_code == 201 and made.json()["owner"] == "dave", made.text
+
+        erin = httpx.Client(follow_redirects=True, timeout=60)
+        _form(
+            erin,
+            lab.url,
+            "/hub/signup",
+            username="erin",
+            signup_password=password,
+            signup_password_confirmation=password,
+        )
+        refused = _form(erin, lab.url, "/hub/login?next=", username="erin", password=password)
+        assert "has not been authorized" in refused.text
+        assert dave.get(f"{lab.url}/hub/authorize/erin").status_code == 200
+        allowed = _form(erin, lab.url, "/hub/login?next=", username="erin", password=password)
+        assert "/hub/spawn" in str(allowed.url) or "/user/erin" in str(allowed.url), allowed.url
+
+
+def test_qmlops_pipeline_schedule_on_a_users_server_saves_it_in_the_service(hub: Hub) -> None:
+    printed = run_in_kernel(
+        hub,
+        "bob",
+        "import json, subprocess, sys\n"
+        f"open('weekly.ipynb', 'w').write(json.dumps({NOTEBOOK!r}))\n"
+        "done = subprocess.run([sys.executable, '-m', 'qmlops_jupyter.cli', 'pipeline', "
+        "'schedule', 'weekly.ipynb', '--cron', '0 6 * * 1', '-p', 'label', 'w', '--json'], "
+        "capture_output=True, text=True)\n"
+        "print(done.returncode, json.loads(done.stdout)['name'] if done.returncode == 0 "
+        "else done.stderr)\n",
+    )
+    assert printed.strip().splitlines()[-1] == "0 weekly", printed
+    pipelines = hub.call("bob", "GET", "pipelines", direct=True).json()["pipelines"]
+    saved = next(p for p in pipelines if p["name"] == "weekly")
+    assert saved["schedule"]["cron"] == "0 6 * * 1" and saved["parameters"]["label"] == "w"
+    # The service keeps its own copy of the notebook, under its home.
+    assert Path(saved["notebook"]).is_relative_to(hub.state / "qmlops")

@@ -276,6 +276,25 @@ def schedule_command(
 
     check_cron(cron, timezone)  # the cheap checks first
     client = _client()
+    if getattr(client, "service_mode", False):
+        # A team's service runs the schedule: it gets the notebook itself (it reads no files
+        # of this server's) and checks the rest as this command would.
+        saved = client.schedule_pipeline(
+            notebook,
+            cron=cron,
+            name=name,
+            parameters=parse_parameters(parameters),
+            backend=backend,
+            credential=credential,
+            experiment=experiment,
+            timeout=timeout,
+            retries=retries,
+            timezone=timezone,
+            catch_up=catch_up,
+            stale_after=stale_after,
+        )
+        _print_pipeline(saved, as_json)
+        return
     request = PipelineRequest(
         notebook=notebook,
         parameters=parse_parameters(parameters),
