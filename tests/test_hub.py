@@ -715,3 +715,36 @@ def test_qmlops_pipeline_schedule_on_a_users_server_saves_it_in_the_service(hub:
     assert saved["schedule"]["cron"] == "0 6 * * 1" and saved["parameters"]["label"] == "w"
     # The service keeps its own copy of the notebook, under its home.
     assert Path(saved["notebook"]).is_relative_to(hub.state / "qmlops")
+
+
+def test_each_users_server_streams_only_their_own_job_events(hub: Hub) -> None:
+    """The sidebar's live updates in service mode: a user's server follows the service's event
+    long poll and re-emits the user's job changes on its own event bus (the websocket JupyterLab
+    subscribes to); another user's changes never reach it."""
+    from websockets.sync.client import connect
+
+    def subscribe(user: str) -> Any:
+        url = f"{hub.url.replace('http', 'ws', 1)}/user/{user}/api/events/subscribe"
+        return connect(url, additional_headers={"Authorization": f"token {hub.tokens[user]}"})
+
+    with subscribe("alice") as alices, subscribe("bob") as bobs:
+        time.sleep(1.0)  # the subscriptions attach once the sockets are open
+        job_id = submit(hub, "alice").json()["id"]
+
+        def job_events(socket: Any, seconds: float) -> list[dict[str, Any]]:
+            seen: list[dict[str, Any]] = []
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                try:
+                    event = json.loads(socket.recv(timeout=max(0.1, deadline - time.monotonic())))
+                except TimeoutError:
+                    break
+                if event.get("schema_id", "").endswith("/job_status/v1"):
+                    seen.append(event)
+                    if socket is alices and event.get("new_state") == "COMPLETED":
+                        break
+            return seen
+
+        hers = job_events(alices, 30)
+        assert [e["new_state"] for e in hers if e["job_id"] == job_id][-1] == "COMPLETED", hers
+        assert all(e["job_id"] != job_id for e in job_events(bobs, 3))
