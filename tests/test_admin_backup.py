@@ -4,6 +4,7 @@ a refused or failed restore leaves the target as it was."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
-from qmlops_testing import BELL_QASM2
+from qmlops_testing import BELL_QASM2, DEFAULT_POSTGRES, postgres_database
 from sqlalchemy.engine import make_url
 
 from qmlops_jupyter.client import Client
@@ -41,48 +42,17 @@ from qmlops_jupyter.pipelines.schedules import Pipelines
 from qmlops_jupyter.testing.seed import seed_jobs
 
 SECRET = "ionq-secret-0123456789abcdef"
-DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 # -- fixtures and helpers ----------------------------------------------------------------------
 
 
-def _pg_server() -> str:
-    """The PostgreSQL server's URL; fail under CI (it must be there), skip without it."""
-    url = normalise_url(os.environ.get("QMLOPS_TEST_POSTGRES_URL", DEFAULT_PG))
-    try:
-        engine = sa.create_engine(url)
-        with engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-        engine.dispose()
-    except Exception as exc:
-        message = f"PostgreSQL at {url} is not reachable: {exc.__class__.__name__}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return url
-
-
 @pytest.fixture
 def new_pg_database() -> Iterator[Callable[[], str]]:
-    """Makes a new, empty PostgreSQL database per call (CREATE DATABASE); all are dropped
-    afterwards. Returns its URL."""
-    server = make_url(_pg_server())
-    admin = sa.create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    made: list[str] = []
-
-    def make() -> str:
-        name = f"qmlops_backup_{uuid.uuid4().hex[:10]}"
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        made.append(name)
-        return server.set(database=name).render_as_string(hide_password=False)
-
-    yield make
-    with admin.connect() as conn:
-        for name in made:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.dispose()
+    """Makes a new, empty PostgreSQL database per call; all are dropped afterwards. Returns its
+    URL (under CI a missing server fails the test)."""
+    with contextlib.ExitStack() as stack:
+        yield lambda: stack.enter_context(postgres_database("qmlops_backup"))
 
 
 @pytest.fixture
@@ -517,7 +487,8 @@ def test_a_failed_restore_into_postgres_leaves_no_schema(
 @pytest.mark.postgres
 def test_a_database_password_is_never_printed(small_backup: Path, tmp_path: Path) -> None:
     password = "pw-Sekrit-4711"
-    missing = make_url(_pg_server()).set(
+    server = normalise_url(os.environ.get("QMLOPS_TEST_POSTGRES_URL", DEFAULT_POSTGRES))
+    missing = make_url(server).set(
         database=f"qmlops_missing_{uuid.uuid4().hex[:8]}", password=password
     )
     url = missing.render_as_string(hide_password=False)

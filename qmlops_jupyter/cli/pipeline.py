@@ -4,7 +4,8 @@ docs/pipelines.md)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import os
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -271,53 +272,30 @@ def schedule_command(
 ) -> None:
     """Save NOTEBOOK as a pipeline that an engine host ('qmlops engine', or the Jupyter
     server's) runs on a cron schedule, while you are logged out too."""
-    from ..pipelines.runner import PipelineRequest, check_request, parse_parameters
-    from ..pipelines.schedules import Pipelines, check_cron
+    from ..pipelines.runner import parse_parameters
+    from ..pipelines.schedules import check_cron, schedule_notebook
 
     check_cron(cron, timezone)  # the cheap checks first
     client = _client()
+    fields: dict[str, Any] = {
+        "cron": cron,
+        "name": name,
+        "parameters": parse_parameters(parameters),
+        "backend": backend,
+        "credential": credential,
+        "experiment": experiment,
+        "timeout": timeout,
+        "retries": retries,
+        "timezone": timezone,
+        "catch_up": catch_up,
+        "stale_after": stale_after,
+    }
     if getattr(client, "service_mode", False):
         # A team's service runs the schedule: it gets the notebook itself (it reads no files
         # of this server's) and checks the rest as this command would.
-        saved = client.schedule_pipeline(
-            notebook,
-            cron=cron,
-            name=name,
-            parameters=parse_parameters(parameters),
-            backend=backend,
-            credential=credential,
-            experiment=experiment,
-            timeout=timeout,
-            retries=retries,
-            timezone=timezone,
-            catch_up=catch_up,
-            stale_after=stale_after,
-        )
-        _print_pipeline(saved, as_json)
+        _print_pipeline(client.schedule_pipeline(notebook, **fields), as_json)
         return
-    request = PipelineRequest(
-        notebook=notebook,
-        parameters=parse_parameters(parameters),
-        backend=backend,
-        credential=credential,
-        experiment=experiment,
-        timeout=timeout,
-        retries=retries,
-    )
-    path, injected = check_request(client, request)
-    saved = Pipelines(client.ledger).create(
-        owner=client.owner,
-        name=name,
-        notebook=str(path),
-        parameters=injected,
-        experiment=experiment,
-        timeout=timeout,
-        retries=retries,
-        cron=cron,
-        timezone=timezone,
-        catch_up=catch_up,
-        stale_after=stale_after,
-    )
+    saved = schedule_notebook(client, notebook=notebook, root=os.getcwd(), **fields)
     _print_pipeline(saved, as_json)
     if not as_json and not client.engine_alive():
         click.echo(

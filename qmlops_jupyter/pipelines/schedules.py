@@ -552,3 +552,91 @@ def _start_due(host: PipelineHost, schedule_id: str, now: datetime) -> None:
         child.pid,
         extra={"event": "pipeline_run_started", "actor": host.holder},
     )
+
+
+def schedule_notebook(
+    client: Any,
+    *,
+    notebook: str,
+    cron: str,
+    root: str | None,
+    content: dict[str, Any] | None = None,
+    name: str | None = None,
+    parameters: dict[str, Any] | None = None,
+    backend: str | None = None,
+    credential: str | None = None,
+    experiment: str | None = None,
+    timeout: float | None = None,
+    retries: int = 0,
+    timezone: str = "UTC",
+    catch_up: str = "once",
+    stale_after: float = 86400.0,
+) -> Pipeline:
+    """Save a notebook as the client owner's pipeline on a cron schedule, every check first
+    (``qmlops pipeline schedule``, ``POST /pipelines``). The notebook: ``content`` (nbformat 4
+    JSON) kept as the pipeline's own copy under the home (``pipelines/notebooks/<owner>/``),
+    else the path ``notebook``, relative to ``root``; ``root`` None refuses a path (a team's
+    service reads no user's files)."""
+    from .runner import PipelineRequest, check_request
+
+    check_cron(cron, timezone)
+    name = name or Path(notebook).stem
+    pipelines = Pipelines(client.ledger)
+    if pipelines.find(name, client.owner) is not None:
+        raise _name_taken(name)  # before a copy could replace that pipeline's notebook
+    if content is not None:
+        notebook = _keep_copy(client.settings.home, client.owner, name, content)
+    elif root is None:
+        raise InvalidRequest(
+            "content: send the notebook itself; the service cannot read files on your server"
+        )
+    else:
+        path = Path(notebook).expanduser()
+        notebook = str(path if path.is_absolute() else Path(root) / path)
+    request = PipelineRequest(
+        notebook=notebook,
+        parameters=dict(parameters or {}),
+        backend=backend,
+        credential=credential,
+        experiment=experiment,
+        timeout=timeout,
+        retries=retries,
+    )
+    path, injected = check_request(client, request)
+    return pipelines.create(
+        owner=client.owner,
+        name=name,
+        notebook=str(path),
+        parameters=injected,
+        experiment=experiment,
+        timeout=timeout,
+        retries=retries,
+        cron=cron,
+        timezone=timezone,
+        catch_up=catch_up,
+        stale_after=stale_after,
+    )
+
+
+def _keep_copy(home: Path, owner: str, name: str, content: dict[str, Any]) -> str:
+    """Write a notebook (checked as nbformat 4) to the owner's pipeline folder, atomically;
+    return its path."""
+    import json
+    import os
+    import re
+
+    import nbformat
+
+    try:
+        nbformat.validate(nbformat.from_dict(content), version=4)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InvalidRequest(f"content: not a valid notebook ({first[:200]})") from None
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-") or "pipeline"
+    folder = home / "pipelines" / "notebooks" / (re.sub(r"[^A-Za-z0-9._-]+", "-", owner) or "owner")
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    target = folder / f"{safe}.ipynb"
+    temporary = target.with_suffix(".ipynb.tmp")
+    temporary.write_text(json.dumps(content), encoding="utf-8")
+    os.replace(temporary, target)
+    return str(target)

@@ -112,84 +112,13 @@ class PipelinesHandler(QmlopsHandler):
         from .models import PipelineCreateRequest
 
         request = self.body(PipelineCreateRequest)
+        from ...pipelines.schedules import schedule_notebook
+
+        # A team's service reads no user's files: it takes the notebook's content only.
         root = None if self.extensionapp.multi_user else self.serverapp.root_dir
-        saved = await self.run(_create, self.client, request, root)
+        fields = request.model_dump()
+        saved = await self.run(lambda: schedule_notebook(self.client, root=root, **fields))
         self.reply(_pipeline_json(saved), status=201)
-
-
-def _create(client: Any, request: Any, root: str | None) -> Any:
-    """Save a pipeline with its schedule, as ``qmlops pipeline schedule`` does. The notebook:
-    its ``content`` kept under the home (``pipelines/notebooks/<owner>/``) when given; else
-    the path, under ``root`` (None: a team's service, which reads no user's files)."""
-    from pathlib import Path
-
-    from ...pipelines.runner import PipelineRequest, check_request
-    from ...pipelines.schedules import _name_taken, check_cron
-
-    check_cron(request.cron, request.timezone)
-    name = request.name or Path(request.notebook).stem
-    if _pipelines(client.ledger).find(name, client.owner) is not None:
-        raise _name_taken(name)  # before a copy could replace that pipeline's notebook
-    if request.content is not None:
-        notebook = _keep_copy(client, request)
-    elif root is None:
-        raise InvalidRequest(
-            "content: send the notebook itself; the service cannot read files on your server"
-        )
-    else:
-        path = Path(request.notebook).expanduser()
-        notebook = str(path if path.is_absolute() else Path(root) / path)
-    check = PipelineRequest(
-        notebook=notebook,
-        parameters=dict(request.parameters),
-        backend=request.backend,
-        credential=request.credential,
-        experiment=request.experiment,
-        timeout=request.timeout,
-        retries=request.retries,
-    )
-    path, injected = check_request(client, check)
-    return _pipelines(client.ledger).create(
-        owner=client.owner,
-        name=name,
-        notebook=str(path),
-        parameters=injected,
-        experiment=request.experiment,
-        timeout=request.timeout,
-        retries=request.retries,
-        cron=request.cron,
-        timezone=request.timezone,
-        catch_up=request.catch_up,
-        stale_after=request.stale_after,
-    )
-
-
-def _keep_copy(client: Any, request: Any) -> str:
-    """Write the request's notebook (checked as nbformat 4) to the owner's pipeline folder,
-    atomically; return its path."""
-    import json
-    import os
-    import re
-    from pathlib import Path
-
-    import nbformat
-
-    try:
-        node = nbformat.from_dict(request.content)
-        nbformat.validate(node, version=4)
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InvalidRequest(f"content: not a valid notebook ({first[:200]})") from None
-    stem = request.name or Path(request.notebook).stem
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip(".-") or "pipeline"
-    owner_dir = re.sub(r"[^A-Za-z0-9._-]+", "-", client.owner) or "owner"
-    folder = client.settings.home / "pipelines" / "notebooks" / owner_dir
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    target = folder / f"{safe}.ipynb"
-    temporary = target.with_suffix(".ipynb.tmp")
-    temporary.write_text(json.dumps(request.content), encoding="utf-8")
-    os.replace(temporary, target)
-    return str(target)
 
 
 class PipelineHandler(QmlopsHandler):
