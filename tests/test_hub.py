@@ -748,3 +748,13 @@ def test_each_users_server_streams_only_their_own_job_events(hub: Hub) -> None:
         hers = job_events(alices, 30)
         assert [e["new_state"] for e in hers if e["job_id"] == job_id][-1] == "COMPLETED", hers
         assert all(e["job_id"] != job_id for e in job_events(bobs, 3))
+
+
+def test_the_service_answers_under_the_hubs_public_name(hub: Hub) -> None:
+    """Behind a TLS front end the hub is reached by its public name: the service (on loopback)
+    answers a request under that name, with a token as ever, and without one not at all."""
+    named = {"Host": "hub.example.org", "Authorization": f"token {hub.tokens['alice']}"}
+    url = f"{hub.url}/services/qmlops/qmlops/api/v1/jobs"
+    answer = httpx.get(url, headers=named, timeout=30)
+    assert answer.status_code == 200, answer.text
+    assert httpx.get(url, headers={"Host": "hub.example.org"}, timeout=30).status_code == 403

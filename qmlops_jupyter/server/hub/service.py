@@ -128,6 +128,10 @@ def server_arguments(environ: dict[str, str] | None = None) -> list[str]:
         "--ServerApp.ip=127.0.0.1",
         f"--ServerApp.port={port}",
         "--ServerApp.port_retries=0",
+        # It listens on loopback only, but is reached through the hub's proxy under the hub's
+        # public name: the Host check guards cookie logins against DNS rebinding, and this
+        # server takes hub tokens in a header only, never a cookie.
+        "--ServerApp.allow_remote_access=True",
         f"--ServerApp.base_url={prefix}",
         "--ServerApp.open_browser=False",
         f"--ServerApp.root_dir={root}",
