@@ -154,3 +154,35 @@ def test_admin_rotate_keys_and_audit_from_the_command_line(ledger_url: str, tmp_
     assert SECRET not in table.stdout + shown.stdout + rotated.stdout + refused.stderr
     bad = qmlops(env, "admin", "audit", "--limit", "0")
     assert bad.returncode == 2 and "limit" in bad.stderr
+
+
+def test_migration_0010_adds_and_removes_the_audit_log(ledger_url: str) -> None:
+    """On SQLite and PostgreSQL: head has the audit_log table; down to 0009 drops it (and
+    nothing else); up again restores it, empty and writable."""
+    import sqlalchemy as sa
+    from alembic import command
+
+    from qmlops_jupyter.ledger import HEAD_REVISION
+    from qmlops_jupyter.ledger.migrate import alembic_config, current_revision
+
+    ledger = Ledger.open(ledger_url)
+    try:
+
+        def tables() -> set[str]:
+            with ledger.engine.connect() as conn:
+                return set(sa.inspect(conn).get_table_names())
+
+        assert current_revision(ledger) == HEAD_REVISION == "0010"
+        before = tables()
+        assert "audit_log" in before
+        with ledger.engine.begin() as conn:
+            command.downgrade(alembic_config(ledger, conn), "0009")
+        assert current_revision(ledger) == "0009"
+        assert tables() == before - {"audit_log"}
+        with ledger.engine.begin() as conn:
+            command.upgrade(alembic_config(ledger, conn), "head")
+        assert current_revision(ledger) == HEAD_REVISION and tables() == before
+        audit.record(ledger, actor="admin", action="credential.rotated", owner="a")
+        assert [e.action for e in audit.entries(ledger)] == ["credential.rotated"]
+    finally:
+        ledger.close()

@@ -29,7 +29,7 @@ from qmlops_jupyter._version import __version__
 from qmlops_jupyter.cli.main import cli
 from qmlops_jupyter.client import Client, reset_client
 from qmlops_jupyter.config import Settings
-from qmlops_jupyter.ledger import Ledger
+from qmlops_jupyter.ledger import HEAD_REVISION, Ledger
 from qmlops_jupyter.ledger.migrate import alembic_config, current_revision
 from qmlops_jupyter.pipelines import notify
 from qmlops_jupyter.pipelines.host import PipelineHost
@@ -563,7 +563,7 @@ def test_migration_0009_upgrades_and_downgrades(ledger_url: str) -> None:
 
     ledger = Ledger.open(ledger_url)
     try:
-        assert current_revision(ledger) == "0009"
+        assert current_revision(ledger) == HEAD_REVISION
 
         def tables() -> set[str]:
             with ledger.engine.connect() as conn:
@@ -579,7 +579,7 @@ def test_migration_0009_upgrades_and_downgrades(ledger_url: str) -> None:
         assert not {"notifications", "notification_cursors"} & tables()
         with ledger.engine.begin() as conn:
             command.upgrade(alembic_config(ledger, conn), "head")
-        assert current_revision(ledger) == "0009"
+        assert current_revision(ledger) == HEAD_REVISION
         assert {"notifications", "notification_cursors"} <= tables()
     finally:
         ledger.close()
