@@ -350,6 +350,7 @@ class MlflowProxyHandler(HubOAuthenticated, JsonErrors):
         self._status_line: httputil.ResponseStartLine | None = None
         self._headers = httputil.HTTPHeaders()
         self._started = False
+        self._refusal: tuple[int, str] | None = None
 
     def check_xsrf_cookie(self) -> None:
         """For requests authenticated by the hub cookie. MLflow's pages send no XSRF token;
@@ -359,22 +360,36 @@ class MlflowProxyHandler(HubOAuthenticated, JsonErrors):
             return
         super().check_xsrf_cookie()
 
+    def _deny(self, status: int, message: str) -> None:
+        """Refuse the request, once its body (if any) has been read: answering before it is read
+        closes the connection under the hub's proxy while it still sends, and the proxy then
+        answers 503 in place of the refusal."""
+        if self._has_body():
+            self._refusal = (status, message)
+        else:
+            self.refuse(status, message)
+
+    def _has_body(self) -> bool:
+        return int(self.request.headers.get("Content-Length") or 0) > 0 or (
+            "chunked" in self.request.headers.get("Transfer-Encoding", "").lower()
+        )
+
     async def prepare(self) -> None:
         model = await self.hub_auth.get_user(self, sync=False)
         if not model:
             if self._is_page_view() and not self.request.headers.get("Authorization"):
                 self.redirect(self.get_login_url())
             else:
-                self.refuse(403, "a hub token with access to this service is required")
+                self._deny(403, "a hub token with access to this service is required")
             return
         kind, name = model.get("kind", "user"), model.get("name", "?")
         try:
             model = self.check_hub_user(model)
         except UserNotAllowed:
-            self.refuse(403, f"{kind} {name} has no access to the {self.settings_.name} service")
+            self._deny(403, f"{kind} {name} has no access to the {self.settings_.name} service")
             return
         if not may_open(model, self.settings_, self.hub_auth):
-            self.refuse(
+            self._deny(
                 403,
                 f"{kind} {name} may not open the team's MLflow server: read your own runs "
                 "through the qmlops API",
@@ -385,7 +400,7 @@ class MlflowProxyHandler(HubOAuthenticated, JsonErrors):
             try:
                 await asyncio.wait_for(self.mlflow.ready.wait(), START_TIMEOUT)
             except TimeoutError:
-                self.refuse(503, "the MLflow server is not available")
+                self._deny(503, "the MLflow server is not available")
                 return
         self._start_upstream()
 
@@ -408,11 +423,8 @@ class MlflowProxyHandler(HubOAuthenticated, JsonErrors):
             headers["Cookie"] = cookie
         # MLflow answers loopback host names only (DNS-rebinding protection).
         headers["Host"] = f"{HOST}:{self.mlflow.port}"
-        has_body = int(self.request.headers.get("Content-Length") or 0) > 0 or (
-            "chunked" in self.request.headers.get("Transfer-Encoding", "").lower()
-        )
         body_producer = None
-        if has_body:
+        if self._has_body():
             self._body = asyncio.Queue(maxsize=4)
             body_producer = self._produce_body
         request = httpclient.HTTPRequest(
@@ -502,6 +514,9 @@ class MlflowProxyHandler(HubOAuthenticated, JsonErrors):
             self.finish()
 
     async def _forward(self, *args: Any) -> None:
+        if self._refusal is not None:  # the body is read: refuse now
+            self.refuse(*self._refusal)
+            return
         if self._body is not None:
             await self._body.put(None)
         if self._upstream is not None:
