@@ -119,6 +119,11 @@ def connect_from_env(probe_timeout: float = PROBE_TIMEOUT) -> RemoteClient | Non
         log.debug("%s; staying local", exc)
         return None
     if not client.reachable(probe_timeout):
+        if client.service_mode:
+            # A team's service is the only ledger there is: a slow answer (a service that
+            # just restarted) must not send this process to a local one.
+            log.info("qmlops server at %s is slow to answer; using it (service mode)", url)
+            return client
         client.close()
         log.debug("qmlops server at %s does not answer; staying local", url)
         return None
