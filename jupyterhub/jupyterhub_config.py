@@ -13,7 +13,6 @@
 # Every setting below is read from a QMLOPS_HUB_* / QMLOPS_* variable with a default that works on
 # a developer's machine; docs/hub.md explains each, and jupyterhub/k8s/values.yaml carries the
 # same settings for Zero to JupyterHub.
-import json
 import os
 import sys
 from pathlib import Path
@@ -262,10 +261,3 @@ if os.environ.get("QMLOPS_HUB_TESTING") == "1" and os.environ.get("QMLOPS_HUB_TE
             "services": ["qmlops-tests"],
         }
     )
-if os.environ.get("QMLOPS_HUB_EXTRA_CONFIG"):
-    # Tests add their own ports and timings in a JSON file named here.
-    for section, values in json.loads(
-        Path(os.environ["QMLOPS_HUB_EXTRA_CONFIG"]).read_text()
-    ).items():
-        for name, value in values.items():
-            setattr(getattr(c, section), name, value)
